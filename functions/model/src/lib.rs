@@ -1,0 +1,110 @@
+//! The WIT contract's records (`wit/pipeline.wit`) as plain Rust, so the functions' logic compiles and is
+//! tested natively and the host's native baseline can run the very same code.
+//!
+//! Guests convert between these and their `wit-bindgen` types in their `lib.rs` glue.
+
+use serde::{Deserialize, Serialize};
+
+/// Tables every deployment has.
+pub mod tables {
+    /// Normalized events (`functions/transform`).
+    pub const STREAMING_EVENTS: &str = "streaming_events";
+    /// Messages that can never become rows, with their payload and the reason.
+    pub const DEAD_LETTER: &str = "dead_letter";
+}
+
+/// One Pub/Sub message (`types.message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Message {
+    /// Pub/Sub message id; stable across redeliveries.
+    pub id: String,
+    /// The decoded payload.
+    #[serde(default, with = "payload_text")]
+    pub data: Vec<u8>,
+    /// Attributes in delivery order.
+    #[serde(default)]
+    pub attributes: Vec<(String, String)>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub publish_time: Option<String>,
+    #[serde(default)]
+    pub ordering_key: Option<String>,
+    #[serde(default)]
+    pub subscription: Option<String>,
+    #[serde(default)]
+    pub delivery_attempt: Option<u32>,
+}
+
+impl Message {
+    /// The attribute `name`, if present.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Golden files spell payloads as text; bytes that are not UTF-8 are written lossily.
+mod payload_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(data))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+/// One row for one table (`types.row`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Row {
+    pub table: String,
+    /// Dedup key.
+    pub insert_id: String,
+    /// A JSON object, column → value.
+    pub json: String,
+}
+
+/// A row the warehouse refused permanently (`types.row-error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowError {
+    /// Index into the rows of the write.
+    pub index: u32,
+    /// `invalid`, `unknown-table`, ...
+    pub reason: String,
+    /// The column at fault.
+    pub location: Option<String>,
+    pub message: String,
+}
+
+/// A transform's permanent refusal (`transform.rejection`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Rejection {
+    /// Short machine-readable code.
+    pub reason: String,
+    /// What was expected and what arrived.
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { reason: reason.into(), message: message.into() }
+    }
+}
+
+/// A failed write (`sink.write-error`): nothing of it is durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full; answer 429.
+    #[error("sink overloaded: {0}")]
+    Overloaded(String),
+    /// The warehouse failed or timed out; answer 503.
+    #[error("sink unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The outcome of a write that happened: rows refused permanently (empty when all landed).
+pub type WriteOutcome = Result<Vec<RowError>, WriteError>;

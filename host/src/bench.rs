@@ -1,0 +1,223 @@
+//! `tributary bench`: the wasm push path against the native baseline, in one run, on this machine.
+//!
+//! Both hosts are started in this process with their own warehouse in a temporary directory and driven
+//! over loopback HTTP by the same client: a latency pass at concurrency 1 (per-request overhead) and a
+//! throughput pass at concurrency C. Rounds alternate native and wasm; the report gives medians and
+//! ratios, since a 2-core machine is noisy. Every push must be acked, and the warehouse must hold one
+//! row per push afterwards.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use base64::Engine as _;
+
+use crate::config::Config;
+use crate::{Mode, RunningHost, client};
+
+/// Options of `tributary bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchOptions {
+    /// Pushes per throughput pass.
+    #[arg(long, default_value_t = 4000)]
+    pub pushes: usize,
+    /// Concurrent pushes in the throughput pass.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Pushes in the concurrency-1 latency pass.
+    #[arg(long, default_value_t = 400)]
+    pub latency_pushes: usize,
+    /// Rounds per mode (alternating native, wasm).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+}
+
+/// One pass's numbers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pass {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Medians per mode.
+#[derive(Debug, Clone, Default)]
+pub struct ModeReport {
+    throughput: Pass,
+    latency_c1: Pass,
+    rows_per_flush: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    options: BenchOptions,
+    native: ModeReport,
+    wasm: ModeReport,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn envelope(id: u64) -> String {
+    let event = format!(
+        r#"{{"user_id":"user_{}","event_type":"page_view","timestamp":"2024-01-01 10:00:00","page_url":"/products/{}","session_id":"session_{}","referrer":"bench"}}"#,
+        id % 500,
+        id % 97,
+        id % 1500
+    );
+    let data = base64::engine::general_purpose::STANDARD.encode(event);
+    format!(
+        r#"{{"subscription":"projects/bench/subscriptions/events","message":{{"data":"{data}","attributes":{{"source":"bench"}},"messageId":"{id}","publishTime":"2024-01-01T10:00:00.000Z"}}}}"#
+    )
+}
+
+async fn drive(host: &RunningHost, pushes: usize, concurrency: usize) -> anyhow::Result<Pass> {
+    let addr = host.addr;
+    let started = Instant::now();
+    let per_worker = pushes.div_ceil(concurrency);
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let count = per_worker.min(pushes.saturating_sub(w * per_worker));
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(count);
+            for _ in 0..count {
+                let body = envelope(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+                let t = Instant::now();
+                let (status, resp) =
+                    client::post(addr, "/push/events", &[("content-type", "application/json")], body).await?;
+                latencies.push(t.elapsed());
+                ensure!(status == 204, "push answered {status}: {}", String::from_utf8_lossy(&resp));
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(pushes);
+    for w in workers {
+        latencies.extend(w.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index into a sorted list")]
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(i).copied().unwrap_or_default()
+    };
+    #[expect(clippy::cast_precision_loss, reason = "a rate")]
+    let per_second = latencies.len() as f64 / elapsed.as_secs_f64();
+    Ok(Pass { per_second, p50: at(0.5), p99: at(0.99) })
+}
+
+async fn count_rows(host: &RunningHost) -> anyhow::Result<u64> {
+    let (status, body) = client::post(host.admin_addr, "/query", &[], "SELECT count(*) AS n FROM streaming_events").await?;
+    ensure!(status == 200, "query answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    v["rows"][0]["n"].as_u64().context("count missing")
+}
+
+/// (sum, count) of the flush-size histogram.
+fn flushes(host: &RunningHost) -> (f64, f64) {
+    let text = host.metrics.render();
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("tributary_flush_rows_sum"), value("tributary_flush_rows_count"))
+}
+
+async fn round(mode: Mode, options: &BenchOptions) -> anyhow::Result<ModeReport> {
+    let dir = std::env::temp_dir().join(format!("tributary-bench-{}-{:?}", std::process::id(), mode));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        admin_listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        ..Config::default()
+    };
+    let host = crate::start(&config, mode).await?;
+    drive(&host, 200, 8).await.context("warm-up")?;
+    let latency_c1 = drive(&host, options.latency_pushes, 1).await?;
+    let before = flushes(&host);
+    let throughput = drive(&host, options.pushes, options.concurrency).await?;
+    let after = flushes(&host);
+    let rows = count_rows(&host).await?;
+    let expected = (200 + options.latency_pushes + options.pushes) as u64;
+    host.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if rows != expected {
+        bail!("{mode:?}: the warehouse holds {rows} rows after {expected} acked pushes");
+    }
+    let flushes = after.1 - before.1;
+    Ok(ModeReport { throughput, latency_c1, rows_per_flush: if flushes > 0.0 { (after.0 - before.0) / flushes } else { 0.0 } })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn median_report(rounds: &[ModeReport]) -> ModeReport {
+    let pass = |f: &dyn Fn(&ModeReport) -> Pass| Pass {
+        per_second: median(rounds.iter().map(|r| f(r).per_second).collect()),
+        p50: Duration::from_secs_f64(median(rounds.iter().map(|r| f(r).p50.as_secs_f64()).collect())),
+        p99: Duration::from_secs_f64(median(rounds.iter().map(|r| f(r).p99.as_secs_f64()).collect())),
+    };
+    ModeReport {
+        throughput: pass(&|r| r.throughput),
+        latency_c1: pass(&|r| r.latency_c1),
+        rows_per_flush: median(rounds.iter().map(|r| r.rows_per_flush).collect()),
+    }
+}
+
+/// Runs the benchmark.
+pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
+    let (mut native, mut wasm) = (Vec::new(), Vec::new());
+    for r in 0..options.rounds.max(1) {
+        tracing::info!(round = r + 1, "native baseline");
+        native.push(round(Mode::Native, options).await?);
+        tracing::info!(round = r + 1, "wasm");
+        wasm.push(round(Mode::Wasm, options).await?);
+    }
+    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm) })
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.options;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        writeln!(
+            f,
+            "push benchmark: {} pushes at concurrency {} and {} at concurrency 1, {} rounds per mode, medians ({} cores)",
+            o.pushes,
+            o.concurrency,
+            o.latency_pushes,
+            o.rounds,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        )?;
+        writeln!(f, "{:<22} {:>10} {:>9} {:>9} {:>12} {:>11}", "path", "pushes/s", "p50 ms", "p99 ms", "c=1 p50 ms", "rows/flush")?;
+        for (name, r) in [("native baseline", &self.native), ("wasm (pubsub-push)", &self.wasm)] {
+            writeln!(
+                f,
+                "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>12.3} {:>11.1}",
+                name,
+                r.throughput.per_second,
+                ms(r.throughput.p50),
+                ms(r.throughput.p99),
+                ms(r.latency_c1.p50),
+                r.rows_per_flush
+            )?;
+        }
+        let ratio = self.wasm.throughput.per_second / self.native.throughput.per_second.max(f64::MIN_POSITIVE);
+        let overhead = self.wasm.latency_c1.p50.as_secs_f64() - self.native.latency_c1.p50.as_secs_f64();
+        writeln!(f, "throughput ratio wasm/native: {ratio:.2}")?;
+        write!(f, "per-request overhead of the wasm path (c=1 p50 difference): {:.0} µs", overhead * 1e6)
+    }
+}
+
+impl fmt::Display for Pass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.0}/s p50 {:?} p99 {:?}", self.per_second, self.p50, self.p99)
+    }
+}

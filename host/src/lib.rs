@@ -1,0 +1,145 @@
+//! The Tributary host: serves the push routes, runs the wasm components, provides their imports
+//! (`sink`, `transform`) and group-commits their rows into the warehouse.
+//!
+//! Map: [`config`] → [`engine`] (one wasmtime engine) → [`push`] (push-handler instances) with the
+//! capabilities [`transform`] and [`sink`] → [`warehouse`]. [`server`] is the HTTP front, [`admin`]
+//! the loopback admin routes, [`native`] the benchmark's native baseline.
+
+pub mod admin;
+pub mod bench;
+pub mod bindings;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod native;
+pub mod push;
+pub mod server;
+pub mod sink;
+pub mod transform;
+pub mod warehouse;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmtime::component::Component;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::engine::EpochTicker;
+use crate::metrics::Metrics;
+use crate::server::{App, Pusher};
+use crate::sink::{FlusherThread, GroupCommit};
+use crate::warehouse::{FaultSwitch, Warehouse, duckdb::DuckDb};
+
+/// The components built from this checkout (see `build.rs`), embedded in the binary.
+pub mod components {
+    /// `functions/pubsub-push`.
+    pub const PUBSUB_PUSH: &[u8] = include_bytes!(env!("TRIBUTARY_PUBSUB_PUSH_WASM"));
+    /// `functions/transform`.
+    pub const TRANSFORM: &[u8] = include_bytes!(env!("TRIBUTARY_TRANSFORM_WASM"));
+    /// TEST FIXTURE `tests/components/chaos-transform`: a file path, for `components.transform`.
+    pub const CHAOS_TRANSFORM_PATH: &str = env!("TRIBUTARY_CHAOS_TRANSFORM_WASM");
+}
+
+/// Which implementation serves the push routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The wasm components (the product).
+    Wasm,
+    /// The same logic compiled into the host (benchmark baseline).
+    Native,
+}
+
+/// A host that is serving.
+pub struct RunningHost {
+    /// Where the function routes listen.
+    pub addr: SocketAddr,
+    /// Where the admin routes listen.
+    pub admin_addr: SocketAddr,
+    /// The host's metrics (also served on `GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    sink: GroupCommit,
+    flusher: FlusherThread,
+    _ticker: Option<EpochTicker>,
+}
+
+/// Starts a host: opens the warehouse, compiles the components, binds both listeners.
+pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
+    let reader = db.reader()?;
+    let (warehouse, fault): (Box<dyn Warehouse>, _) = if config.testing.fault_injection {
+        let (switch, flag) = FaultSwitch::new(db);
+        tracing::warn!("testing.fault_injection is on: PUT /faults/sink on the admin listener fails warehouse writes");
+        (Box::new(switch), Some(flag))
+    } else {
+        (Box::new(db), None)
+    };
+    let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
+
+    let (pusher, ticker) = match mode {
+        Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), None),
+        Mode::Wasm => {
+            let engine = engine::build(&config.guest).map_err(anyhow::Error::from)?;
+            let transform_bytes = match &config.components.transform {
+                Some(path) => std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?,
+                None => components::TRANSFORM.to_vec(),
+            };
+            let (push_component, transform_component) = {
+                let engine = engine.clone();
+                tokio::task::spawn_blocking(move || {
+                    let push = Component::new(&engine, components::PUBSUB_PUSH);
+                    let transform = Component::new(&engine, &transform_bytes);
+                    (push, transform)
+                })
+                .await?
+            };
+            let push_component = push_component.map_err(anyhow::Error::from).context("compiling pubsub-push")?;
+            let transform_component =
+                transform_component.map_err(anyhow::Error::from).context("compiling the transform component")?;
+            let runner = transform::TransformRunner::new(&engine, &transform_component, &config.guest)
+                .map_err(anyhow::Error::from)
+                .context("linking the transform component")?;
+            let handler = push::PushRoute::new(&engine, &push_component, Arc::new(runner), sink.clone(), &config.guest)
+                .map_err(anyhow::Error::from)
+                .context("linking pubsub-push")?;
+            (Pusher::Wasm(handler), Some(EpochTicker::start(engine)))
+        }
+    };
+
+    let listener = server::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener =
+        server::bind(config.admin_listen).await.with_context(|| format!("binding admin {}", config.admin_listen))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let drain = config.guest.request_timeout() + Duration::from_secs(1);
+    let app = Arc::new(App { pusher, metrics: Arc::clone(&metrics) });
+    let admin = Arc::new(Admin { reader: Mutex::new(reader), fault });
+    let servers = vec![
+        tokio::spawn(server::serve(listener, app, stopped.clone(), drain)),
+        tokio::spawn(server::serve(admin_listener, admin, stopped, Duration::from_secs(5))),
+    ];
+    Ok(RunningHost { addr, admin_addr, metrics, stop, servers, sink, flusher, _ticker: ticker })
+}
+
+impl RunningHost {
+    /// Graceful shutdown: stop accepting, let open pushes finish, flush and commit what is queued.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.sink.close();
+        let flusher = self.flusher;
+        let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+    }
+}

@@ -1,0 +1,99 @@
+//! Prometheus metrics (`GET /metrics`), all named `tributary_*`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    pub route: String,
+    /// `acked`, `overloaded`, `unavailable`, `failed`, `guest_error`, ...
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabels {
+    pub table: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `committed` or `failed`.
+    pub result: String,
+}
+
+/// Every metric of the host.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub pushes: Family<PushLabels, Counter>,
+    pub ack_latency: Family<RouteLabels, Histogram>,
+    pub rows_written: Family<TableLabels, Counter>,
+    pub rows_refused: Family<TableLabels, Counter>,
+    pub rows_duplicate: Counter,
+    pub flushes: Family<ResultLabels, Counter>,
+    pub flush_rows: Histogram,
+    pub flush_seconds: Histogram,
+    pub queue_rows: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("tributary");
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register("pushes", "Push requests answered, by route and outcome", pushes.clone());
+        let ack_latency =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16)));
+        registry.register("ack_latency_seconds", "Time from push received to answer sent", ack_latency.clone());
+        let rows_written = Family::<TableLabels, Counter>::default();
+        registry.register("rows_written", "Rows committed to the warehouse, by table", rows_written.clone());
+        let rows_refused = Family::<TableLabels, Counter>::default();
+        registry.register("rows_refused", "Rows the warehouse refused permanently, by table", rows_refused.clone());
+        let rows_duplicate = Counter::default();
+        registry.register("rows_duplicate", "Rows skipped because their insert id was already written", rows_duplicate.clone());
+        let flushes = Family::<ResultLabels, Counter>::default();
+        registry.register("flushes", "Group-commit flushes, by result", flushes.clone());
+        let flush_rows = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register("flush_rows", "Rows per group-commit flush", flush_rows.clone());
+        let flush_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
+        registry.register("flush_seconds", "Duration of one group-commit flush (warehouse transaction)", flush_seconds.clone());
+        let queue_rows = Gauge::default();
+        registry.register("queue_rows", "Rows waiting for a flush", queue_rows.clone());
+        Arc::new(Self {
+            registry,
+            pushes,
+            ack_latency,
+            rows_written,
+            rows_refused,
+            rows_duplicate,
+            flushes,
+            flush_rows,
+            flush_seconds,
+            queue_rows,
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+
+    pub fn push(&self, route: &str, outcome: &str, seconds: f64) {
+        self.pushes.get_or_create(&PushLabels { route: route.to_owned(), outcome: outcome.to_owned() }).inc();
+        self.ack_latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+    }
+}

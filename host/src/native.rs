@@ -1,0 +1,49 @@
+//! The native baseline: the push handler's own logic (`pubsub_push::flow`) and the built-in transform
+//! (`transform::normalize`) compiled into the host, behind the same HTTP server and group commit. The
+//! benchmark runs it beside the wasm path to measure what the sandbox costs.
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pubsub_push::envelope::PushRequest;
+use pubsub_push::flow::{self, Sink, Transformer};
+use tributary_model::{Message, Rejection, Row, WriteOutcome};
+
+use crate::server::{Body, text};
+use crate::sink::GroupCommit;
+
+/// The native push route.
+pub struct NativePush {
+    pub sink: GroupCommit,
+}
+
+struct BuiltinTransform;
+
+impl Transformer for BuiltinTransform {
+    fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection> {
+        transform::normalize(msg, chrono::Utc::now())
+    }
+}
+
+impl Sink for GroupCommit {
+    fn write(&self, rows: Vec<Row>) -> impl Future<Output = WriteOutcome> + Send {
+        GroupCommit::write(self, rows)
+    }
+}
+
+impl NativePush {
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e}")),
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let outcome = flow::handle(&PushRequest { headers, body }, &BuiltinTransform, &self.sink, chrono::Utc::now).await;
+        text(StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), outcome.body())
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP front: `POST /push/events` (the push handler, as a wasm component or, for the benchmark,
+//! natively), `GET /healthz`, `GET /metrics`. Graceful shutdown stops accepting, lets in-flight pushes
+//! finish, and only then lets the group commit drain.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use wasmtime_wasi_http::handler::ProxyHandler;
+
+use crate::metrics::Metrics;
+use crate::native::NativePush;
+use crate::push::PushRoute;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Pub/Sub messages are at most 10 MB; base64 and the envelope add a third.
+pub const MAX_PUSH_BYTES: u64 = 16 << 20;
+
+/// The route the events topic is pushed to.
+pub const EVENTS_ROUTE: &str = "/push/events";
+
+/// Who handles pushes.
+pub enum Pusher {
+    /// The push-handler component (the product).
+    Wasm(ProxyHandler<PushRoute>),
+    /// The same logic compiled natively (the benchmark's baseline).
+    Native(NativePush),
+}
+
+/// The function routes.
+pub struct App {
+    pub pusher: Pusher,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed_unsync());
+    *resp.status_mut() = status;
+    resp
+}
+
+impl App {
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/metrics") => {
+                let mut resp = text(StatusCode::OK, self.metrics.render());
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                );
+                resp
+            }
+            (_, EVENTS_ROUTE) => {
+                let started = Instant::now();
+                let resp = self.push(req).await;
+                let outcome = match resp.status().as_u16() {
+                    200..=299 => "acked",
+                    429 => "overloaded",
+                    503 => "unavailable",
+                    413 => "too_large",
+                    _ if resp.headers().contains_key("x-tributary-guest-error") => "guest_error",
+                    _ => "failed",
+                };
+                self.metrics.push(EVENTS_ROUTE, outcome, started.elapsed().as_secs_f64());
+                resp
+            }
+            _ => text(StatusCode::NOT_FOUND, "no such route\n"),
+        }
+    }
+
+    async fn push(&self, req: Request<Incoming>) -> Response<Body> {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
+        }
+        match &self.pusher {
+            Pusher::Native(native) => native.handle(req).await,
+            Pusher::Wasm(handler) => {
+                let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+                match handler.handle((), req).await {
+                    Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+                    Err(error) => {
+                        // A trap, a deadline or an instantiation failure: this push fails, Pub/Sub
+                        // redelivers it, and every other push goes on.
+                        tracing::warn!(error = format!("{error:#}"), "push handler failed");
+                        let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, format!("push handler failed: {error}\n"));
+                        resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
+                        resp
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A routing function for [`serve`].
+pub trait Routes: Send + Sync + 'static {
+    fn call(self: Arc<Self>, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
+}
+
+impl Routes for App {
+    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        self.route(req).await
+    }
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `routes` on `listener` until `stop` turns true, then waits up to `drain` for open
+/// requests to finish.
+pub async fn serve<R: Routes>(listener: TcpListener, routes: Arc<R>, mut stop: watch::Receiver<bool>, drain: Duration) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let routes = Arc::clone(&routes);
+        let service = hyper::service::service_fn(move |req| {
+            let routes = Arc::clone(&routes);
+            async move { Ok::<_, Infallible>(routes.call(req).await) }
+        });
+        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(?drain, "some requests were still open at shutdown");
+    }
+}

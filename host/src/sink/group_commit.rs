@@ -1,0 +1,304 @@
+//! Group commit: rows of concurrent pushes are coalesced into one warehouse transaction per flush,
+//! and each waiting push is released when the flush that holds its rows commits.
+//!
+//! A flush closes at `max_rows`, at `max_bytes`, or `linger` after its first row (everything already
+//! queued joins at once: while one flush commits, the next one fills). The queue is bounded in rows
+//! (`max_queued_rows`): a write that does not fit is refused with `Overloaded` at once — answered 429,
+//! redelivered by Pub/Sub — so memory stays bounded and nothing is dropped. The warehouse lives on one
+//! dedicated thread: its calls block, and a single writer keeps commits in order.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tributary_model::{Row, RowError, WriteError, WriteOutcome};
+
+use crate::config::SinkConfig;
+use crate::metrics::{Metrics, ResultLabels, TableLabels};
+use crate::warehouse::Warehouse;
+
+/// One write waiting for its flush.
+struct Pending {
+    rows: Vec<Row>,
+    bytes: usize,
+    reply: oneshot::Sender<WriteOutcome>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// A handle to the group commit; cheap to clone.
+#[derive(Clone)]
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tx: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
+    queue: Arc<Semaphore>,
+    capacity: usize,
+    config: SinkConfig,
+    metrics: Arc<Metrics>,
+}
+
+/// The flusher thread; [`FlusherThread::join`] waits for the last flush after [`GroupCommit::close`].
+pub struct FlusherThread(JoinHandle<()>);
+
+impl FlusherThread {
+    pub fn join(self) {
+        if self.0.join().is_err() {
+            tracing::error!("group-commit flusher panicked");
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Starts the flusher thread in front of `warehouse`. Call from inside a tokio runtime.
+    pub fn start(warehouse: Box<dyn Warehouse>, config: SinkConfig, metrics: Arc<Metrics>) -> (Self, FlusherThread) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let capacity = config.max_queued_rows;
+        let queue = Arc::new(Semaphore::new(capacity));
+        let inner = Arc::new(Inner { tx: Mutex::new(Some(tx)), queue, capacity, config: config.clone(), metrics: Arc::clone(&metrics) });
+        let runtime = Handle::current();
+        let thread = std::thread::Builder::new()
+            .name("group-commit".into())
+            .spawn(move || flusher(rx, warehouse, &config, &metrics, &runtime))
+            .expect("spawning the group-commit thread");
+        (Self { inner }, FlusherThread(thread))
+    }
+
+    /// Writes `rows`; returns once they are committed (or refused), or with the reason nothing was.
+    pub async fn write(&self, rows: Vec<Row>) -> WriteOutcome {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        // A single write larger than the whole queue still goes through, alone.
+        let wanted = u32::try_from(rows.len().min(inner.capacity)).unwrap_or(u32::MAX);
+        let permit = Arc::clone(&inner.queue).try_acquire_many_owned(wanted).map_err(|_| {
+            WriteError::Overloaded(format!(
+                "write queue full: {} of {} rows waiting; retry later",
+                inner.capacity - inner.queue.available_permits(),
+                inner.capacity
+            ))
+        })?;
+        inner.metrics.queue_rows.set(queued(inner));
+        let (reply, answer) = oneshot::channel();
+        let bytes = rows.iter().map(|r| r.json.len() + r.insert_id.len()).sum();
+        let pending = Pending { rows, bytes, reply, _permit: permit };
+        let sent = match inner.tx.lock().map(|tx| tx.as_ref().map(|tx| tx.send(pending))) {
+            Ok(Some(Ok(()))) => true,
+            _ => false,
+        };
+        if !sent {
+            return Err(WriteError::Unavailable("the host is shutting down".into()));
+        }
+        match tokio::time::timeout(inner.config.write_timeout(), answer).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(WriteError::Unavailable("the group-commit flusher stopped".into())),
+            // The flush may still commit: the redelivery is then deduped on insert id.
+            Err(_) => Err(WriteError::Unavailable(format!(
+                "write not committed within {} ms",
+                inner.config.write_timeout_ms
+            ))),
+        }
+    }
+
+    /// Refuses new writes; queued ones are still flushed. The flusher thread exits after the last.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.inner.tx.lock() {
+            tx.take();
+        }
+    }
+}
+
+fn queued(inner: &Inner) -> i64 {
+    i64::try_from(inner.capacity - inner.queue.available_permits()).unwrap_or(i64::MAX)
+}
+
+fn flusher(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut warehouse: Box<dyn Warehouse>,
+    config: &SinkConfig,
+    metrics: &Metrics,
+    runtime: &Handle,
+) {
+    while let Some(batch) = runtime.block_on(collect(&mut rx, config)) {
+        flush(warehouse.as_mut(), batch, metrics);
+    }
+    tracing::debug!("group-commit flusher done");
+}
+
+/// Waits for the first write, then gathers more until a cap or the linger deadline.
+async fn collect(rx: &mut mpsc::UnboundedReceiver<Pending>, config: &SinkConfig) -> Option<Vec<Pending>> {
+    let first = rx.recv().await?;
+    let deadline = tokio::time::Instant::now() + config.linger();
+    let (mut rows, mut bytes) = (first.rows.len(), first.bytes);
+    let mut batch = vec![first];
+    while rows < config.max_rows && bytes < config.max_bytes {
+        let next = match rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
+        };
+        let Some(p) = next else { break };
+        rows += p.rows.len();
+        bytes += p.bytes;
+        batch.push(p);
+    }
+    Some(batch)
+}
+
+/// One warehouse transaction for the whole batch, then every waiting write gets its answer.
+fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metrics) {
+    let mut rows = Vec::with_capacity(batch.iter().map(|p| p.rows.len()).sum());
+    let mut starts = Vec::with_capacity(batch.len());
+    for p in &mut batch {
+        starts.push(rows.len());
+        rows.append(&mut p.rows);
+    }
+    let started = Instant::now();
+    let result = warehouse.write(&rows);
+    metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+    #[expect(clippy::cast_precision_loss, reason = "a histogram of batch sizes")]
+    metrics.flush_rows.observe(rows.len() as f64);
+    match result {
+        Ok(report) => {
+            metrics.flushes.get_or_create(&ResultLabels { result: "committed".into() }).inc();
+            metrics.rows_duplicate.inc_by(report.duplicates as u64);
+            let mut refused_by_write: Vec<Vec<RowError>> = vec![Vec::new(); batch.len()];
+            let mut refused = vec![false; rows.len()];
+            for mut e in report.refused {
+                let index = e.index as usize;
+                if let Some(flag) = refused.get_mut(index) {
+                    *flag = true;
+                }
+                // The write whose rows start at or before this index owns it.
+                let owner = starts.partition_point(|&s| s <= index).saturating_sub(1);
+                e.index = u32::try_from(index - starts[owner]).unwrap_or(u32::MAX);
+                metrics.rows_refused.get_or_create(&TableLabels { table: rows[index].table.clone() }).inc();
+                refused_by_write[owner].push(e);
+            }
+            for (row, _) in rows.iter().zip(&refused).filter(|(_, r)| !**r) {
+                metrics.rows_written.get_or_create(&TableLabels { table: row.table.clone() }).inc();
+            }
+            for (p, errors) in batch.into_iter().zip(refused_by_write) {
+                // The push may have timed out already; its rows are durable regardless.
+                let _ = p.reply.send(Ok(errors));
+            }
+        }
+        Err(e) => {
+            metrics.flushes.get_or_create(&ResultLabels { result: "failed".into() }).inc();
+            tracing::warn!(error = %e, rows = rows.len(), "flush failed; the pushes will be redelivered");
+            for p in batch {
+                let _ = p.reply.send(Err(WriteError::Unavailable(e.to_string())));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::warehouse::{WarehouseError, WriteReport};
+
+    /// FAULT INJECTION double: records flush sizes, refuses rows whose JSON is `"bad"`, fails whole flushes
+    /// while `fail` is set, and blocks while the test holds `gate`.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        flushes: Arc<Mutex<Vec<usize>>>,
+        fail: Arc<AtomicUsize>,
+        gate: Arc<Mutex<()>>,
+    }
+
+    impl Warehouse for Recorder {
+        fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let _open = self.gate.lock().expect("gate");
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                return Err(WarehouseError::Write("boom".into()));
+            }
+            self.flushes.lock().expect("lock").push(rows.len());
+            let refused = rows
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.json == "bad")
+                .map(|(i, _)| RowError { index: i as u32, reason: "invalid".into(), location: None, message: "bad".into() })
+                .collect();
+            Ok(WriteReport { refused, inserted: rows.len(), duplicates: 0 })
+        }
+    }
+
+    fn row(json: &str) -> Row {
+        Row { table: "t".into(), insert_id: json.into(), json: json.into() }
+    }
+
+    fn config() -> SinkConfig {
+        SinkConfig { max_rows: 100, max_bytes: 1 << 20, linger_ms: 20, max_queued_rows: 1_000, write_timeout_ms: 5_000 }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_flushes_and_get_their_own_refusals() {
+        let recorder = Recorder::default();
+        let (sink, thread) = GroupCommit::start(Box::new(recorder.clone()), config(), Metrics::new());
+        let writes = (0..50).map(|i| {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let rows = if i == 7 { vec![row("ok"), row("bad")] } else { vec![row("ok")] };
+                sink.write(rows).await
+            })
+        });
+        let outcomes: Vec<WriteOutcome> = futures_join(writes).await;
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let refused = outcome.as_ref().expect("committed");
+            if i == 7 {
+                assert_eq!(refused.len(), 1);
+                assert_eq!(refused[0].index, 1, "index is local to the write");
+            } else {
+                assert!(refused.is_empty(), "write {i}: {refused:?}");
+            }
+        }
+        sink.close();
+        thread.join();
+        let flushes = recorder.flushes.lock().expect("lock").clone();
+        assert_eq!(flushes.iter().sum::<usize>(), 51);
+        assert!(flushes.len() < 10, "50 concurrent writes should share a few flushes, got {flushes:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_refuses_at_once_and_a_failed_flush_fails_every_write() {
+        let recorder = Recorder::default();
+        let config = SinkConfig { max_rows: 2, max_queued_rows: 2, ..config() };
+        let (sink, thread) = GroupCommit::start(Box::new(recorder.clone()), config, Metrics::new());
+        // Hold the warehouse so the first write stays queued.
+        let gate = Arc::clone(&recorder.gate);
+        let held = gate.lock().expect("lock");
+        let first = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.write(vec![row("a"), row("b")]).await }
+        });
+        while sink.inner.queue.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = sink.write(vec![row("c")]).await;
+        assert!(matches!(&refused, Err(WriteError::Overloaded(m)) if m == "write queue full: 2 of 2 rows waiting; retry later"), "{refused:?}");
+        drop(held);
+        assert_eq!(first.await.expect("task"), Ok(vec![]));
+
+        recorder.fail.store(1, Ordering::SeqCst);
+        assert!(matches!(sink.write(vec![row("d")]).await, Err(WriteError::Unavailable(m)) if m.contains("boom")));
+        sink.close();
+        assert!(matches!(sink.write(vec![row("e")]).await, Err(WriteError::Unavailable(_))));
+        thread.join();
+    }
+
+    async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    }
+}

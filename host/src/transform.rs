@@ -1,0 +1,77 @@
+//! The `transform` capability: the push handler's `transform` import is served by running a transform
+//! component (built-in or the user's) in a store of its own, with its own memory limit and CPU
+//! deadline. A trap there fails the calling push, nothing else.
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{TransformComponentPre, transform, types};
+use crate::config::GuestConfig;
+use crate::engine;
+
+/// Per-call state of a transform store: no files, no network, no environment.
+struct TransformState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for TransformState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// Runs the transform component; shared by every push store.
+pub struct TransformRunner {
+    engine: Engine,
+    pre: TransformComponentPre<TransformState>,
+    memory_bytes: usize,
+    deadline_ticks: u64,
+}
+
+impl TransformRunner {
+    /// Links a compiled transform component once, at start.
+    pub fn new(engine: &Engine, component: &Component, guest: &GuestConfig) -> wasmtime::Result<Self> {
+        let mut linker = Linker::new(engine);
+        // Rust's std imports wasi:cli and wasi:io; the context grants nothing beyond them.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        let pre = TransformComponentPre::new(linker.instantiate_pre(component)?)?;
+        Ok(Self {
+            engine: engine.clone(),
+            pre,
+            memory_bytes: guest.memory_bytes(),
+            deadline_ticks: engine::ticks(guest.transform_timeout()),
+        })
+    }
+
+    /// Transforms one message in a fresh instance. `Err` is a trap (panic, deadline, memory limit).
+    pub async fn call(&self, msg: &types::Message) -> wasmtime::Result<Result<Vec<types::Row>, transform::Rejection>> {
+        let state = TransformState {
+            wasi: WasiCtx::builder().inherit_stderr().build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(self.memory_bytes).instances(16).trap_on_grow_failure(true).build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.deadline_ticks);
+        let instance = self.pre.instantiate_async(&mut store).await?;
+        instance.tributary_pipeline_transform().call_transform(&mut store, msg).await
+    }
+}
+
+/// Links the `transform` import once, at start.
+pub fn add_to_linker(linker: &mut Linker<crate::push::PushState>) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    transform::add_to_linker::<crate::push::PushState, HasSelf<crate::push::PushState>>(linker, |s| s)
+}
+
+impl transform::Host for crate::push::PushState {
+    async fn transform(
+        &mut self,
+        msg: types::Message,
+    ) -> wasmtime::Result<Result<Vec<types::Row>, transform::Rejection>> {
+        self.transform.call(&msg).await
+    }
+}

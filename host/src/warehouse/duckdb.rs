@@ -1,0 +1,199 @@
+//! The embedded warehouse: one DuckDB file under the data dir. DuckDB runs the seed's analytics SQL
+//! (window functions, JSON extraction, STDDEV, COUNT DISTINCT, timestamp truncation) in-process.
+//!
+//! Exact dedup: `_insert_id` is each table's primary key and every insert is `ON CONFLICT DO NOTHING`,
+//! so a redelivered message never makes a second row, also across restarts. DuckDB allows one writing
+//! process per file, so other readers go through the host's admin `/query` route.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use duckdb::types::{TimeUnit, Value};
+use duckdb::{Connection, params_from_iter};
+use tributary_model::{Row, RowError};
+
+use super::schema::{self, Cell, TableSchema};
+use super::{Warehouse, WarehouseError, WriteReport};
+
+/// The DuckDB warehouse.
+pub struct DuckDb {
+    conn: Connection,
+    tables: Vec<TableSchema>,
+    /// `INSERT ... ON CONFLICT DO NOTHING` per table, in `tables` order.
+    inserts: Vec<String>,
+}
+
+impl DuckDb {
+    /// Opens (or creates) `dir/warehouse.duckdb` and creates the built-in tables.
+    pub fn open(dir: &Path) -> Result<Self, WarehouseError> {
+        std::fs::create_dir_all(dir).map_err(|e| WarehouseError::Write(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join("warehouse.duckdb");
+        let conn = Connection::open(&path).map_err(|e| WarehouseError::Write(format!("opening {}: {e}", path.display())))?;
+        Self::with_connection(conn)
+    }
+
+    /// An in-memory warehouse (tests).
+    pub fn in_memory() -> Result<Self, WarehouseError> {
+        Self::with_connection(Connection::open_in_memory().map_err(db_error)?)
+    }
+
+    fn with_connection(conn: Connection) -> Result<Self, WarehouseError> {
+        let tables = schema::builtin();
+        for t in &tables {
+            conn.execute_batch(&create_table(t)).map_err(db_error)?;
+        }
+        let inserts = tables.iter().map(insert_statement).collect();
+        Ok(Self { conn, tables, inserts })
+    }
+
+    /// A second connection to the same database, for read queries from another thread.
+    pub fn reader(&self) -> Result<Connection, WarehouseError> {
+        self.conn.try_clone().map_err(db_error)
+    }
+
+}
+
+impl Warehouse for DuckDb {
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+        let mut refused = Vec::new();
+        let mut accepted: Vec<(usize, Vec<Value>)> = Vec::with_capacity(rows.len());
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut stats = WriteReport::default();
+        for (index, row) in rows.iter().enumerate() {
+            let Some(table) = self.tables.iter().position(|t| t.name == row.table) else {
+                refused.push(row_error(index, "unknown-table", None, format!("no such table: {}", row.table)));
+                continue;
+            };
+            match self.tables[table].cells(&row.json) {
+                Ok(cells) => {
+                    if seen.insert((table, row.insert_id.as_str())) {
+                        let mut values: Vec<Value> = cells.into_iter().map(to_value).collect();
+                        values.push(Value::Text(row.insert_id.clone()));
+                        accepted.push((table, values));
+                    } else {
+                        stats.duplicates += 1;
+                    }
+                }
+                Err(r) => refused.push(row_error(index, r.reason, r.location, r.message)),
+            }
+        }
+        stats.refused = refused;
+        if accepted.is_empty() {
+            return Ok(stats);
+        }
+        let tx = self.conn.transaction().map_err(db_error)?;
+        let inserted_at = Value::Timestamp(TimeUnit::Microsecond, chrono::Utc::now().timestamp_micros());
+        for (table, mut values) in accepted {
+            values.push(inserted_at.clone());
+            let mut stmt = tx.prepare_cached(&self.inserts[table]).map_err(db_error)?;
+            match stmt.execute(params_from_iter(values)).map_err(db_error)? {
+                0 => stats.duplicates += 1,
+                n => stats.inserted += n,
+            }
+        }
+        tx.commit().map_err(db_error)?;
+        Ok(stats)
+    }
+}
+
+fn create_table(t: &TableSchema) -> String {
+    let columns: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("\"{}\" {}{}", c.name, c.ty.duckdb(), if c.required { " NOT NULL" } else { "" }))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({}, _insert_id VARCHAR PRIMARY KEY, _inserted_at TIMESTAMP NOT NULL)",
+        t.name,
+        columns.join(", ")
+    )
+}
+
+fn insert_statement(t: &TableSchema) -> String {
+    let names: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+    let marks = vec!["?"; t.columns.len() + 2].join(", ");
+    format!(
+        "INSERT INTO \"{}\" ({}, _insert_id, _inserted_at) VALUES ({marks}) ON CONFLICT (_insert_id) DO NOTHING",
+        t.name,
+        names.join(", ")
+    )
+}
+
+fn to_value(cell: Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::String(s) | Cell::Json(s) => Value::Text(s),
+        Cell::Timestamp(micros) => Value::Timestamp(TimeUnit::Microsecond, micros),
+        Cell::Int64(i) => Value::BigInt(i),
+        Cell::Float64(f) => Value::Double(f),
+        Cell::Bool(b) => Value::Boolean(b),
+    }
+}
+
+fn row_error(index: usize, reason: &str, location: Option<String>, message: String) -> RowError {
+    RowError { index: u32::try_from(index).unwrap_or(u32::MAX), reason: reason.to_owned(), location, message }
+}
+
+fn db_error(e: duckdb::Error) -> WarehouseError {
+    WarehouseError::Write(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(insert_id: &str, event_type: &str) -> Row {
+        Row {
+            table: "streaming_events".into(),
+            insert_id: insert_id.into(),
+            json: format!(r#"{{"event_id":"{insert_id}","event_type":"{event_type}","timestamp":"2024-01-01T10:00:00Z"}}"#),
+        }
+    }
+
+    fn count(db: &DuckDb, sql: &str) -> i64 {
+        db.conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+
+    #[test]
+    fn dedups_within_and_across_batches() {
+        let mut db = DuckDb::in_memory().expect("open");
+        let report = db.write(&[event("1", "a"), event("1", "a"), event("2", "b")]).expect("write");
+        assert_eq!(report, WriteReport { refused: vec![], inserted: 2, duplicates: 1 });
+        let report = db.write(&[event("2", "b"), event("3", "c")]).expect("write");
+        assert_eq!(report, WriteReport { refused: vec![], inserted: 1, duplicates: 1 });
+        assert_eq!(count(&db, "SELECT count(*) FROM streaming_events"), 3);
+    }
+
+    #[test]
+    fn bad_rows_are_refused_alone() {
+        let mut db = DuckDb::in_memory().expect("open");
+        let bad = Row { table: "streaming_events".into(), insert_id: "x".into(), json: r#"{"event_id":"x"}"#.into() };
+        let nowhere = Row { table: "nope".into(), insert_id: "y".into(), json: "{}".into() };
+        let WriteReport { refused, inserted, .. } = db.write(&[event("1", "a"), bad, nowhere]).expect("write");
+        assert_eq!(inserted, 1);
+        assert_eq!(refused.len(), 2);
+        assert_eq!((refused[0].index, refused[0].reason.as_str()), (1, "invalid"));
+        assert_eq!(refused[0].message, "Missing required field: event_type.");
+        assert_eq!((refused[1].index, refused[1].reason.as_str()), (2, "unknown-table"));
+    }
+
+    #[test]
+    fn json_and_timestamps_are_queryable() {
+        let mut db = DuckDb::in_memory().expect("open");
+        let row = Row {
+            table: "streaming_events".into(),
+            insert_id: "1".into(),
+            json: r#"{"event_id":"1","event_type":"t","timestamp":"2024-01-01T10:00:59Z","properties":{"price":9.5}}"#.into(),
+        };
+        db.write(&[row]).expect("write");
+        let (minute, price): (String, f64) = db
+            .conn
+            .query_row(
+                "SELECT strftime(date_trunc('minute', \"timestamp\"), '%H:%M'), CAST(json_extract(properties, '$.price') AS DOUBLE) FROM streaming_events",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("query");
+        assert_eq!((minute.as_str(), price), ("10:00", 9.5));
+    }
+}

@@ -1,0 +1,61 @@
+//! Where rows end up. One trait, so the group commit does not care which warehouse is behind it:
+//! the embedded DuckDB one ([`duckdb`]) today, BigQuery later.
+
+pub mod duckdb;
+pub mod schema;
+
+use tributary_model::{Row, RowError};
+
+
+/// A write that did not happen at all. Transient from the caller's point of view: nothing of the batch
+/// is durable, every waiting push is answered 503 and Pub/Sub redelivers.
+#[derive(Debug, thiserror::Error)]
+pub enum WarehouseError {
+    #[error("warehouse write failed: {0}")]
+    Write(String),
+    #[error("warehouse write refused by the fault-injection switch (testing.fault_injection)")]
+    InjectedFault,
+}
+
+/// What a committed write did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Rows refused permanently (indices into the written rows).
+    pub refused: Vec<RowError>,
+    /// Rows newly written.
+    pub inserted: usize,
+    /// Rows skipped because their table already had their insert id.
+    pub duplicates: usize,
+}
+
+/// A warehouse that commits batches of rows atomically, dedups on insert id and refuses invalid rows
+/// one by one.
+pub trait Warehouse: Send {
+    /// Writes `rows` in one transaction. Every row not in `refused` is durable when this returns, or
+    /// was already there (same table and insert id).
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError>;
+}
+
+/// FAULT INJECTION for tests (`testing.fault_injection`): a switch in front of a warehouse that
+/// makes every write fail while it is on, as a warehouse outage would.
+pub struct FaultSwitch<W> {
+    inner: W,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<W: Warehouse> FaultSwitch<W> {
+    /// Wraps `inner`; the returned flag turns the fault on and off.
+    pub fn new(inner: W) -> (Self, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        let failing = std::sync::Arc::default();
+        (Self { inner, failing: std::sync::Arc::clone(&failing) }, failing)
+    }
+}
+
+impl<W: Warehouse> Warehouse for FaultSwitch<W> {
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(WarehouseError::InjectedFault);
+        }
+        self.inner.write(rows)
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests: one binary, a module per topic. They drive the real thing — Google's Pub/Sub
+//! emulator pushing to a running `tributary` process with the real wasm components and the embedded
+//! warehouse — and read results back through the host's own query route.
+
+mod support;
+
+mod cli;
+mod faults;
+mod guest_isolation;
+mod push_e2e;
+mod restart;

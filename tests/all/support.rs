@@ -1,0 +1,266 @@
+//! Real parts for the end-to-end tests: Google's Pub/Sub emulator and the `tributary` binary, each a
+//! child process on free loopback ports, killed when its guard drops. Every wait has a deadline.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+pub const EMULATOR: &str = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tributary-test-{name}-{}-{}", std::process::id(), free_port()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A child process killed (with its process group) on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Google's Pub/Sub emulator.
+pub struct PubSub {
+    pub base: String,
+    _child: ChildGuard,
+}
+
+impl PubSub {
+    pub async fn start() -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let port = free_port();
+        let log = std::fs::File::create(temp_dir("pubsub").join("emulator.log")).expect("log file");
+        let child = Command::new(EMULATOR)
+            .args(["--host=127.0.0.1", &format!("--port={port}")])
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting the Pub/Sub emulator at {EMULATOR}: {e} (see README: Development)"));
+        let me = Self { base: format!("http://127.0.0.1:{port}/v1/projects/tributary-test"), _child: ChildGuard(child) };
+        let url = format!("{}/topics", me.base);
+        wait_for("the Pub/Sub emulator", Duration::from_secs(60), || async {
+            reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ())
+        })
+        .await;
+        me
+    }
+
+    pub async fn create_topic(&self, topic: &str) {
+        let (status, body) = http("PUT", &format!("{}/topics/{topic}", self.base), None).await;
+        assert_eq!(status, 200, "create topic: {body}");
+    }
+
+    /// A push subscription to `endpoint`; `unwrapped` uses `noWrapper` with write-metadata.
+    pub async fn create_push_subscription(&self, name: &str, topic: &str, endpoint: &str, unwrapped: bool) {
+        let mut push = json!({ "pushEndpoint": endpoint });
+        if unwrapped {
+            push["noWrapper"] = json!({ "writeMetadata": true });
+        }
+        let body = json!({ "topic": format!("projects/tributary-test/topics/{topic}"), "pushConfig": push, "ackDeadlineSeconds": 10 });
+        let (status, text) = http("PUT", &format!("{}/subscriptions/{name}", self.base), Some(body)).await;
+        assert_eq!(status, 200, "create subscription: {text}");
+    }
+
+    /// Publishes raw payloads (with attributes); returns the message ids, in order.
+    pub async fn publish(&self, topic: &str, messages: &[(Vec<u8>, Value)]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for chunk in messages.chunks(100) {
+            let msgs: Vec<Value> = chunk
+                .iter()
+                .map(|(data, attrs)| json!({ "data": base64::engine::general_purpose::STANDARD.encode(data), "attributes": attrs }))
+                .collect();
+            let (status, text) =
+                http("POST", &format!("{}/topics/{topic}:publish", self.base), Some(json!({ "messages": msgs }))).await;
+            assert_eq!(status, 200, "publish: {text}");
+            let v: Value = serde_json::from_str(&text).expect("publish response");
+            ids.extend(v["messageIds"].as_array().expect("ids").iter().map(|i| i.as_str().expect("id").to_owned()));
+        }
+        ids
+    }
+}
+
+/// A `tributary up` process.
+pub struct Host {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub data: PathBuf,
+    pub log: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Host {
+    /// Starts the binary with `extra_config` (TOML) appended to the listener settings.
+    pub async fn start(data: &Path, extra_config: &str) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        Self::start_at(data, addr, admin, extra_config).await
+    }
+
+    pub async fn start_at(data: &Path, addr: SocketAddr, admin: SocketAddr, extra_config: &str) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        std::fs::create_dir_all(data).expect("data dir");
+        let config = data.join("tributary.toml");
+        std::fs::write(
+            &config,
+            format!("listen = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n{extra_config}", data.display()),
+        )
+        .expect("config");
+        let log = data.join(format!("host-{}.log", free_port()));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
+            .args(["up", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .process_group(0)
+            .spawn()
+            .expect("starting tributary");
+        let host = Self { addr, admin, data: data.to_owned(), log, child: Some(ChildGuard(child)) };
+        let url = format!("http://{addr}/healthz");
+        let log = host.log.clone();
+        wait_for(&format!("the host on {addr} (log: {})", log.display()), Duration::from_secs(120), || async {
+            reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ())
+        })
+        .await;
+        host
+    }
+
+    pub fn push_url(&self) -> String {
+        format!("http://{}/push/events", self.addr)
+    }
+
+    /// Runs SQL through the admin route; returns the rows.
+    pub async fn sql(&self, sql: &str) -> Vec<Value> {
+        let (status, text) = http_raw("POST", &format!("http://{}/query", self.admin), sql.as_bytes().to_vec(), &[]).await;
+        assert_eq!(status, 200, "query {sql:?}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("query JSON");
+        v["rows"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One number from a single-row, single-column query.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let rows = self.sql(sql).await;
+        let row = rows.first().and_then(Value::as_object).expect("one row");
+        row.values().next().and_then(Value::as_i64).expect("a number")
+    }
+
+    /// A metric's value (sum over label sets matching every `needle`).
+    pub async fn metric(&self, name: &str, needles: &[&str]) -> f64 {
+        let (_, text) = http("GET", &format!("http://{}/metrics", self.addr), None).await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let pid = child.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.0.try_wait() {
+                assert!(status.success(), "host exited with {status}; log: {}", self.log_text());
+                std::mem::forget(child);
+                return;
+            }
+            assert!(Instant::now() < deadline, "host did not stop within 30 s after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub fn kill(&mut self) {
+        drop(self.child.take());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A wrapped push envelope, as Pub/Sub sends it.
+pub fn envelope(message_id: &str, data: &[u8], subscription: &str) -> String {
+    json!({
+        "subscription": subscription,
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "attributes": {},
+            "messageId": message_id,
+            "message_id": message_id,
+            "publishTime": "2024-01-01T10:00:00.000Z",
+        }
+    })
+    .to_string()
+}
+
+async fn reqwest_get(url: &str) -> Option<(u16, String)> {
+    let (s, t) = try_http("GET", url, Vec::new(), &[]).await.ok()?;
+    Some((s, t))
+}
+
+/// A JSON request; panics on transport errors.
+pub async fn http(method: &str, url: &str, body: Option<Value>) -> (u16, String) {
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    http_raw(method, url, body, &[("content-type", "application/json")]).await
+}
+
+pub async fn http_raw(method: &str, url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> (u16, String) {
+    try_http(method, url, body, headers).await.unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+async fn try_http(method: &str, url: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(bytes::Bytes::from(body))).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "timed out after 30 s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
