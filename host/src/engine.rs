@@ -36,8 +36,9 @@ pub fn build(guest: &GuestConfig) -> wasmtime::Result<Engine> {
         .total_core_instances(slots.saturating_mul(8))
         .total_memories(slots.saturating_mul(2))
         .total_tables(slots.saturating_mul(4))
-        // Every instance runs on a fiber stack while it is called asynchronously.
-        .total_stacks(slots)
+        // Every instance runs on a fiber stack while it is called asynchronously; p3 tasks may take
+        // a second one.
+        .total_stacks(slots.saturating_mul(2))
         // The per-guest memory limit, enforced by the pool as well as by each store's limiter.
         .max_memory_size(guest.memory_bytes());
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));

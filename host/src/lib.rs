@@ -46,6 +46,11 @@ pub mod components {
     pub const CHAOS_TRANSFORM_PATH: &str = env!("TRIBUTARY_CHAOS_TRANSFORM_WASM");
 }
 
+/// wasmtime has its own error type; it converts through `Box<dyn Error>`.
+fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_boxed_dyn_error())
+}
+
 /// Which implementation serves the push routes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -88,7 +93,7 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let (pusher, ticker) = match mode {
         Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), None),
         Mode::Wasm => {
-            let engine = engine::build(&config.guest).map_err(anyhow::Error::from)?;
+            let engine = engine::build(&config.guest).map_err(wasm_error)?;
             let transform_bytes = match &config.components.transform {
                 Some(path) => std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?,
                 None => components::TRANSFORM.to_vec(),
@@ -102,14 +107,14 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                 })
                 .await?
             };
-            let push_component = push_component.map_err(anyhow::Error::from).context("compiling pubsub-push")?;
+            let push_component = push_component.map_err(wasm_error).context("compiling pubsub-push")?;
             let transform_component =
-                transform_component.map_err(anyhow::Error::from).context("compiling the transform component")?;
+                transform_component.map_err(wasm_error).context("compiling the transform component")?;
             let runner = transform::TransformRunner::new(&engine, &transform_component, &config.guest)
-                .map_err(anyhow::Error::from)
+                .map_err(wasm_error)
                 .context("linking the transform component")?;
             let handler = push::PushRoute::new(&engine, &push_component, Arc::new(runner), sink.clone(), &config.guest)
-                .map_err(anyhow::Error::from)
+                .map_err(wasm_error)
                 .context("linking pubsub-push")?;
             (Pusher::Wasm(handler), Some(EpochTicker::start(engine)))
         }
@@ -122,7 +127,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let admin_addr = admin_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
-    let app = Arc::new(App { pusher, metrics: Arc::clone(&metrics) });
+    let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
+    let app = Arc::new(App { pusher, metrics: Arc::clone(&metrics), in_flight });
     let admin = Arc::new(Admin { reader: Mutex::new(reader), fault });
     let servers = vec![
         tokio::spawn(server::serve(listener, app, stopped.clone(), drain)),

@@ -44,6 +44,9 @@ pub enum Pusher {
 pub struct App {
     pub pusher: Pusher,
     pub metrics: Arc<Metrics>,
+    /// Pushes in flight, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub slows down)
+    /// rather than a queue that only adds latency.
+    pub in_flight: tokio::sync::Semaphore,
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -87,6 +90,9 @@ impl App {
         if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
             return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
         }
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
+        };
         match &self.pusher {
             Pusher::Native(native) => native.handle(req).await,
             Pusher::Wasm(handler) => {

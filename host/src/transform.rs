@@ -57,7 +57,9 @@ impl TransformRunner {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks);
         let instance = self.pre.instantiate_async(&mut store).await?;
-        instance.tributary_pipeline_transform().call_transform(&mut store, msg).await
+        let result = instance.tributary_pipeline_transform().call_transform(&mut store, msg).await?;
+        // The export side has its own generated `rejection` type; the import side's is the same record.
+        Ok(result.map_err(|r| transform::Rejection { reason: r.reason, message: r.message }))
     }
 }
 

@@ -117,7 +117,6 @@ impl PubSub {
 pub struct Host {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    pub data: PathBuf,
     pub log: PathBuf,
     child: Option<ChildGuard>,
 }
@@ -151,7 +150,7 @@ impl Host {
             .process_group(0)
             .spawn()
             .expect("starting tributary");
-        let host = Self { addr, admin, data: data.to_owned(), log, child: Some(ChildGuard(child)) };
+        let host = Self { addr, admin, log, child: Some(ChildGuard(child)) };
         let url = format!("http://{addr}/healthz");
         let log = host.log.clone();
         wait_for(&format!("the host on {addr} (log: {})", log.display()), Duration::from_secs(120), || async {

@@ -54,15 +54,23 @@ impl FlusherThread {
 
 impl GroupCommit {
     /// Starts the flusher thread in front of `warehouse`. Call from inside a tokio runtime.
-    pub fn start(warehouse: Box<dyn Warehouse>, config: SinkConfig, metrics: Arc<Metrics>) -> (Self, FlusherThread) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn start(mut warehouse: Box<dyn Warehouse>, config: SinkConfig, metrics: Arc<Metrics>) -> (Self, FlusherThread) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
         let capacity = config.max_queued_rows;
         let queue = Arc::new(Semaphore::new(capacity));
         let inner = Arc::new(Inner { tx: Mutex::new(Some(tx)), queue, capacity, config: config.clone(), metrics: Arc::clone(&metrics) });
         let runtime = Handle::current();
+        let queue = Arc::clone(&inner.queue);
         let thread = std::thread::Builder::new()
             .name("group-commit".into())
-            .spawn(move || flusher(rx, warehouse, &config, &metrics, &runtime))
+            .spawn(move || {
+                while let Some(batch) = runtime.block_on(collect(&mut rx, &config)) {
+                    flush(warehouse.as_mut(), batch, &metrics);
+                    // The batch's permits are back: the queue gauge follows.
+                    metrics.queue_rows.set(i64::try_from(capacity - queue.available_permits()).unwrap_or(i64::MAX));
+                }
+                tracing::debug!("group-commit flusher done");
+            })
             .expect("spawning the group-commit thread");
         (Self { inner }, FlusherThread(thread))
     }
@@ -112,21 +120,9 @@ impl GroupCommit {
     }
 }
 
+/// Rows waiting for a flush.
 fn queued(inner: &Inner) -> i64 {
     i64::try_from(inner.capacity - inner.queue.available_permits()).unwrap_or(i64::MAX)
-}
-
-fn flusher(
-    mut rx: mpsc::UnboundedReceiver<Pending>,
-    mut warehouse: Box<dyn Warehouse>,
-    config: &SinkConfig,
-    metrics: &Metrics,
-    runtime: &Handle,
-) {
-    while let Some(batch) = runtime.block_on(collect(&mut rx, config)) {
-        flush(warehouse.as_mut(), batch, metrics);
-    }
-    tracing::debug!("group-commit flusher done");
 }
 
 /// Waits for the first write, then gathers more until a cap or the linger deadline.
@@ -243,14 +239,19 @@ mod tests {
     async fn concurrent_writes_share_flushes_and_get_their_own_refusals() {
         let recorder = Recorder::default();
         let (sink, thread) = GroupCommit::start(Box::new(recorder.clone()), config(), Metrics::new());
-        let writes = (0..50).map(|i| {
-            let sink = sink.clone();
-            tokio::spawn(async move {
-                let rows = if i == 7 { vec![row("ok"), row("bad")] } else { vec![row("ok")] };
-                sink.write(rows).await
+        let writes: Vec<_> = (0..50)
+            .map(|i| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let rows = if i == 7 { vec![row("ok"), row("bad")] } else { vec![row("ok")] };
+                    sink.write(rows).await
+                })
             })
-        });
-        let outcomes: Vec<WriteOutcome> = futures_join(writes).await;
+            .collect();
+        let mut outcomes: Vec<WriteOutcome> = Vec::new();
+        for w in writes {
+            outcomes.push(w.await.expect("task"));
+        }
         for (i, outcome) in outcomes.iter().enumerate() {
             let refused = outcome.as_ref().expect("committed");
             if i == 7 {
@@ -292,13 +293,5 @@ mod tests {
         sink.close();
         assert!(matches!(sink.write(vec![row("e")]).await, Err(WriteError::Unavailable(_))));
         thread.join();
-    }
-
-    async fn futures_join<T: Send + 'static>(tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("task"));
-        }
-        out
     }
 }
