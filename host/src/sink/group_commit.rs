@@ -179,15 +179,19 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
                 metrics.rows_written.get_or_create(&TableLabels { table: row.table.clone() }).inc();
             }
             for (p, errors) in batch.into_iter().zip(refused_by_write) {
-                // The push may have timed out already; its rows are durable regardless.
-                let _ = p.reply.send(Ok(errors));
+                // The queue space is free before the writer hears back. The push may have timed out
+                // already; its rows are durable regardless.
+                let Pending { reply, _permit: permit, .. } = p;
+                drop(permit);
+                let _ = reply.send(Ok(errors));
             }
         }
         Err(e) => {
             metrics.flushes.get_or_create(&ResultLabels { result: "failed".into() }).inc();
             tracing::warn!(error = %e, rows = rows.len(), "flush failed; the pushes will be redelivered");
-            for p in batch {
-                let _ = p.reply.send(Err(WriteError::Unavailable(e.to_string())));
+            for Pending { reply, _permit: permit, .. } in batch {
+                drop(permit);
+                let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
             }
         }
     }
