@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use duckdb::types::{TimeUnit, Value};
-use duckdb::{Connection, params_from_iter};
+use duckdb::Connection;
 use tributary_model::{Row, RowError};
 
 use super::schema::{self, Cell, TableSchema};
@@ -19,8 +19,9 @@ use super::{Warehouse, WarehouseError, WriteReport};
 pub struct DuckDb {
     conn: Connection,
     tables: Vec<TableSchema>,
-    /// `INSERT ... ON CONFLICT DO NOTHING` per table, in `tables` order.
-    inserts: Vec<String>,
+    /// Per table, in `tables` order: the staging table rows are appended to, and the statement that
+    /// moves them into the table, skipping insert ids it already has.
+    staging: Vec<(String, String)>,
 }
 
 impl DuckDb {
@@ -39,11 +40,24 @@ impl DuckDb {
 
     fn with_connection(conn: Connection) -> Result<Self, WarehouseError> {
         let tables = schema::builtin();
+        let mut staging = Vec::with_capacity(tables.len());
         for t in &tables {
             conn.execute_batch(&create_table(t)).map_err(db_error)?;
+            // Rows are appended (DuckDB's bulk path) to a temporary copy without constraints, then
+            // moved with one INSERT ... SELECT per table and flush: ~100x faster than one INSERT per row.
+            let stage = format!("_staging_{}", t.name);
+            conn.execute_batch(&format!("CREATE TEMP TABLE IF NOT EXISTS \"{stage}\" AS SELECT * FROM \"{}\" LIMIT 0", t.name))
+                .map_err(db_error)?;
+            let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+            let columns = columns.join(", ");
+            let mv = format!(
+                "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
+                 ON CONFLICT (_insert_id) DO NOTHING",
+                t.name
+            );
+            staging.push((stage, mv));
         }
-        let inserts = tables.iter().map(insert_statement).collect();
-        Ok(Self { conn, tables, inserts })
+        Ok(Self { conn, tables, staging })
     }
 
     /// A second connection to the same database, for read queries from another thread.
@@ -81,15 +95,31 @@ impl Warehouse for DuckDb {
         if accepted.is_empty() {
             return Ok(stats);
         }
-        let tx = self.conn.transaction().map_err(db_error)?;
         let inserted_at = Value::Timestamp(TimeUnit::Microsecond, chrono::Utc::now().timestamp_micros());
-        for (table, mut values) in accepted {
-            values.push(inserted_at.clone());
-            let mut stmt = tx.prepare_cached(&self.inserts[table]).map_err(db_error)?;
-            match stmt.execute(params_from_iter(values)).map_err(db_error)? {
-                0 => stats.duplicates += 1,
-                n => stats.inserted += n,
+        let mut per_table = vec![0_usize; self.tables.len()];
+        let tx = self.conn.transaction().map_err(db_error)?;
+        {
+            let mut appenders = Vec::with_capacity(self.tables.len());
+            for (stage, _) in &self.staging {
+                appenders.push(tx.appender(stage).map_err(db_error)?);
             }
+            for (table, mut values) in accepted {
+                values.push(inserted_at.clone());
+                appenders[table].append_row(duckdb::appender_params_from_iter(values)).map_err(db_error)?;
+                per_table[table] += 1;
+            }
+            for appender in &mut appenders {
+                appender.flush().map_err(db_error)?;
+            }
+        }
+        for ((stage, mv), count) in self.staging.iter().zip(per_table) {
+            if count == 0 {
+                continue;
+            }
+            let inserted = tx.execute(mv, []).map_err(db_error)?;
+            tx.execute_batch(&format!("DELETE FROM \"{stage}\"")).map_err(db_error)?;
+            stats.inserted += inserted;
+            stats.duplicates += count - inserted.min(count);
         }
         tx.commit().map_err(db_error)?;
         Ok(stats)
@@ -106,16 +136,6 @@ fn create_table(t: &TableSchema) -> String {
         "CREATE TABLE IF NOT EXISTS \"{}\" ({}, _insert_id VARCHAR PRIMARY KEY, _inserted_at TIMESTAMP NOT NULL)",
         t.name,
         columns.join(", ")
-    )
-}
-
-fn insert_statement(t: &TableSchema) -> String {
-    let names: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
-    let marks = vec!["?"; t.columns.len() + 2].join(", ");
-    format!(
-        "INSERT INTO \"{}\" ({}, _insert_id, _inserted_at) VALUES ({marks}) ON CONFLICT (_insert_id) DO NOTHING",
-        t.name,
-        names.join(", ")
     )
 }
 
@@ -195,5 +215,30 @@ mod tests {
             )
             .expect("query");
         assert_eq!((minute.as_str(), price), ("10:00", 9.5));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "timing probe"]
+    fn probe() {
+        let dir = std::env::temp_dir().join(format!("probe-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut db = DuckDb::open(&dir).expect("open");
+        for batch in [1usize, 30, 300] {
+            let rows: Vec<Row> = (0..batch)
+                .map(|i| Row {
+                    table: "streaming_events".into(),
+                    insert_id: format!("{batch}-{i}"),
+                    json: format!(r#"{{"event_id":"{i}","event_type":"t","timestamp":"2024-01-01T10:00:00Z","properties":{{"a":1}}}}"#),
+                })
+                .collect();
+            let t = std::time::Instant::now();
+            db.write(&rows).expect("write");
+            eprintln!("batch {batch}: {:?}", t.elapsed());
+        }
     }
 }
