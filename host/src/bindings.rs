@@ -24,4 +24,4 @@ mod generated {
 }
 
 pub use generated::tributary::pipeline::{sink, transform, types};
-pub use generated::transform_component::TransformComponentPre;
+pub use generated::transform_component::{TransformComponent, TransformComponentPre};

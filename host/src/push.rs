@@ -200,8 +200,13 @@ impl WorkerState for Worker {
     }
 
     fn drop(&self, _store: Store<PushState>, result: wasmtime::Result<()>) {
-        if let Err(error) = result {
-            tracing::warn!(error = format!("{error:#}"), "push-handler instance retired after a failure");
+        match result {
+            Ok(()) => {}
+            // The handler's name for a worker dropped before it finished: the runtime is shutting down.
+            Err(error) if error.to_string() == "worker panicked" => {
+                tracing::debug!("push-handler instance dropped at shutdown");
+            }
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "push-handler instance retired after a failure"),
         }
     }
 }

@@ -2,11 +2,13 @@
 //! component (built-in or the user's) in a store of its own, with its own memory limit and CPU
 //! deadline. A trap there fails the calling push, nothing else.
 
+use std::sync::Mutex;
+
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{TransformComponentPre, transform, types};
+use crate::bindings::{TransformComponent, TransformComponentPre, transform, types};
 use crate::config::GuestConfig;
 use crate::engine;
 
@@ -23,12 +25,25 @@ impl WasiView for TransformState {
     }
 }
 
+/// A transform instance kept for reuse, with the calls it has served.
+struct Warm {
+    store: Store<TransformState>,
+    instance: TransformComponent,
+    calls: usize,
+}
+
 /// Runs the transform component; shared by every push store.
+///
+/// Instances are reused for up to `guest.instance_reuse` calls (a transform is pure, so nothing leaks
+/// between messages that a fresh instance would have hidden, and a reused one saves the instantiation);
+/// an instance that trapped is never reused.
 pub struct TransformRunner {
     engine: Engine,
     pre: TransformComponentPre<TransformState>,
     memory_bytes: usize,
     deadline_ticks: u64,
+    reuse: usize,
+    warm: Mutex<Vec<Warm>>,
 }
 
 impl TransformRunner {
@@ -43,11 +58,32 @@ impl TransformRunner {
             pre,
             memory_bytes: guest.memory_bytes(),
             deadline_ticks: engine::ticks(guest.transform_timeout()),
+            reuse: guest.instance_reuse,
+            warm: Mutex::new(Vec::new()),
         })
     }
 
-    /// Transforms one message in a fresh instance. `Err` is a trap (panic, deadline, memory limit).
+    /// Transforms one message. `Err` is a trap (panic, deadline, memory limit).
     pub async fn call(&self, msg: &types::Message) -> wasmtime::Result<Result<Vec<types::Row>, transform::Rejection>> {
+        let warm = self.warm.lock().ok().and_then(|mut w| w.pop());
+        let mut warm = match warm {
+            Some(w) => w,
+            None => self.instantiate().await?,
+        };
+        warm.store.set_epoch_deadline(self.deadline_ticks);
+        // On a trap, `warm` is dropped here: that instance is never used again.
+        let result = warm.instance.tributary_pipeline_transform().call_transform(&mut warm.store, msg).await?;
+        warm.calls += 1;
+        if warm.calls < self.reuse
+            && let Ok(mut pool) = self.warm.lock()
+        {
+            pool.push(warm);
+        }
+        // The export side has its own generated `rejection` type; the import side's is the same record.
+        Ok(result.map_err(|r| transform::Rejection { reason: r.reason, message: r.message }))
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Warm> {
         let state = TransformState {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             table: ResourceTable::new(),
@@ -57,9 +93,7 @@ impl TransformRunner {
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.deadline_ticks);
         let instance = self.pre.instantiate_async(&mut store).await?;
-        let result = instance.tributary_pipeline_transform().call_transform(&mut store, msg).await?;
-        // The export side has its own generated `rejection` type; the import side's is the same record.
-        Ok(result.map_err(|r| transform::Rejection { reason: r.reason, message: r.message }))
+        Ok(Warm { store, instance, calls: 0 })
     }
 }
 
