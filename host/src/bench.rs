@@ -115,7 +115,12 @@ async fn drive(host: &RunningHost, pushes: usize, concurrency: usize) -> anyhow:
     let cpu_per_push = (process_cpu() - cpu_before) / u32::try_from(pushes.max(1)).unwrap_or(u32::MAX);
     latencies.sort();
     let at = |q: f64| {
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss, reason = "an index into a sorted list")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a sorted list"
+        )]
         let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
         latencies.get(i).copied().unwrap_or_default()
     };
@@ -125,7 +130,8 @@ async fn drive(host: &RunningHost, pushes: usize, concurrency: usize) -> anyhow:
 }
 
 async fn count_rows(host: &RunningHost) -> anyhow::Result<u64> {
-    let (status, body) = client::post(host.admin_addr, "/query", &[], "SELECT count(*) AS n FROM streaming_events").await?;
+    let (status, body) =
+        client::post(host.admin_addr, "/query", &[], "SELECT count(*) AS n FROM streaming_events").await?;
     ensure!(status == 200, "query answered {status}");
     let v: serde_json::Value = serde_json::from_slice(&body)?;
     v["rows"][0]["n"].as_u64().context("count missing")
@@ -166,7 +172,11 @@ async fn round(mode: Mode, options: &BenchOptions) -> anyhow::Result<ModeReport>
         bail!("{mode:?}: the warehouse holds {rows} rows after {expected} acked pushes");
     }
     let flushes = after.1 - before.1;
-    Ok(ModeReport { throughput, latency_c1, rows_per_flush: if flushes > 0.0 { (after.0 - before.0) / flushes } else { 0.0 } })
+    Ok(ModeReport {
+        throughput,
+        latency_c1,
+        rows_per_flush: if flushes > 0.0 { (after.0 - before.0) / flushes } else { 0.0 },
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -235,8 +245,12 @@ impl fmt::Display for Report {
         let latency = self.wasm.latency_c1.p50.as_secs_f64() - self.native.latency_c1.p50.as_secs_f64();
         let cpu = self.wasm.throughput.cpu_per_push.as_secs_f64() - self.native.throughput.cpu_per_push.as_secs_f64();
         writeln!(f, "throughput ratio wasm/native: {ratio:.2}")?;
-        writeln!(f, "per-request overhead of the wasm path: {:.0} µs CPU per push; {:.0} µs c=1 p50 latency", cpu * 1e6, latency * 1e6)?;
+        writeln!(
+            f,
+            "per-request overhead of the wasm path: {:.0} µs CPU per push; {:.0} µs c=1 p50 latency",
+            cpu * 1e6,
+            latency * 1e6
+        )?;
         write!(f, "(c=1 latency is dominated by the warehouse commit, which both paths share)")
     }
 }
-

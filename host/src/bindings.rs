@@ -23,5 +23,5 @@ mod generated {
     }
 }
 
-pub use generated::tributary::pipeline::{sink, transform, types};
 pub use generated::transform_component::{TransformComponent, TransformComponentPre};
+pub use generated::tributary::pipeline::{sink, transform, types};

@@ -76,7 +76,13 @@ pub struct GuestConfig {
 
 impl Default for GuestConfig {
     fn default() -> Self {
-        Self { memory_mib: 64, request_timeout_ms: 10_000, transform_timeout_ms: 1_000, max_instances: 128, instance_reuse: 128 }
+        Self {
+            memory_mib: 64,
+            request_timeout_ms: 10_000,
+            transform_timeout_ms: 1_000,
+            max_instances: 128,
+            instance_reuse: 128,
+        }
     }
 }
 
@@ -147,7 +153,8 @@ impl Config {
     /// Reads `path`, or returns the defaults when there is none.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let Some(path) = path else { return Ok(Self::default()) };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
     }
 
@@ -159,7 +166,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.guest.memory_mib < 2 {
-            return invalid(format!("guest.memory_mib must be at least 2 (a Rust guest needs ~1 MiB), got {}", self.guest.memory_mib));
+            return invalid(format!(
+                "guest.memory_mib must be at least 2 (a Rust guest needs ~1 MiB), got {}",
+                self.guest.memory_mib
+            ));
         }
         if self.guest.max_instances == 0 || self.guest.instance_reuse == 0 {
             return invalid("guest.max_instances and guest.instance_reuse must be at least 1".into());

@@ -95,7 +95,9 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         Mode::Wasm => {
             let engine = engine::build(&config.guest).map_err(wasm_error)?;
             let transform_bytes = match &config.components.transform {
-                Some(path) => std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?,
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?
+                }
                 None => components::TRANSFORM.to_vec(),
             };
             let (push_component, transform_component) = {

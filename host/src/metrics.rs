@@ -52,21 +52,30 @@ impl Metrics {
         let mut registry = Registry::with_prefix("tributary");
         let pushes = Family::<PushLabels, Counter>::default();
         registry.register("pushes", "Push requests answered, by route and outcome", pushes.clone());
-        let ack_latency =
-            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_25, 2.0, 16)));
+        let ack_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+        });
         registry.register("ack_latency_seconds", "Time from push received to answer sent", ack_latency.clone());
         let rows_written = Family::<TableLabels, Counter>::default();
         registry.register("rows_written", "Rows committed to the warehouse, by table", rows_written.clone());
         let rows_refused = Family::<TableLabels, Counter>::default();
         registry.register("rows_refused", "Rows the warehouse refused permanently, by table", rows_refused.clone());
         let rows_duplicate = Counter::default();
-        registry.register("rows_duplicate", "Rows skipped because their insert id was already written", rows_duplicate.clone());
+        registry.register(
+            "rows_duplicate",
+            "Rows skipped because their insert id was already written",
+            rows_duplicate.clone(),
+        );
         let flushes = Family::<ResultLabels, Counter>::default();
         registry.register("flushes", "Group-commit flushes, by result", flushes.clone());
         let flush_rows = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         registry.register("flush_rows", "Rows per group-commit flush", flush_rows.clone());
         let flush_seconds = Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
-        registry.register("flush_seconds", "Duration of one group-commit flush (warehouse transaction)", flush_seconds.clone());
+        registry.register(
+            "flush_seconds",
+            "Duration of one group-commit flush (warehouse transaction)",
+            flush_seconds.clone(),
+        );
         let queue_rows = Gauge::default();
         registry.register("queue_rows", "Rows waiting for a flush", queue_rows.clone());
         Arc::new(Self {

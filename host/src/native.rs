@@ -43,7 +43,8 @@ impl NativePush {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        let outcome = flow::handle(&PushRequest { headers, body }, &BuiltinTransform, &self.sink, chrono::Utc::now).await;
+        let outcome =
+            flow::handle(&PushRequest { headers, body }, &BuiltinTransform, &self.sink, chrono::Utc::now).await;
         text(StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), outcome.body())
     }
 }

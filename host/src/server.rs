@@ -103,7 +103,8 @@ impl App {
                         // A trap, a deadline or an instantiation failure: this push fails, Pub/Sub
                         // redelivers it, and every other push goes on.
                         tracing::warn!(error = format!("{error:#}"), "push handler failed");
-                        let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, format!("push handler failed: {error}\n"));
+                        let mut resp =
+                            text(StatusCode::INTERNAL_SERVER_ERROR, format!("push handler failed: {error}\n"));
                         resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
                         resp
                     }

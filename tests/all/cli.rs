@@ -10,7 +10,11 @@ fn sql(host_admin: &str, data: &std::path::Path, query: &str, format: &str) -> (
         .arg(data)
         .output()
         .expect("running tributary sql");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

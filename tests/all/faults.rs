@@ -22,7 +22,12 @@ async fn a_failing_warehouse_nacks_and_pubsub_redelivers_everything_once() {
     pubsub.create_topic("faulty").await;
     pubsub.create_push_subscription("faulty-push", "faulty", &host.push_url(), false).await;
     let messages: Vec<_> = (0..60)
-        .map(|i| (format!(r#"{{"user_id":"u{i}","event_type":"click","timestamp":"2024-01-01 10:00:00"}}"#).into_bytes(), json!({})))
+        .map(|i| {
+            (
+                format!(r#"{{"user_id":"u{i}","event_type":"click","timestamp":"2024-01-01 10:00:00"}}"#).into_bytes(),
+                json!({}),
+            )
+        })
         .collect();
     let ids = pubsub.publish("faulty", &messages).await;
 

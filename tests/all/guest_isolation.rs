@@ -9,8 +9,13 @@ const SUB: &str = "projects/tributary-test/subscriptions/chaos";
 
 async fn push(host: &Host, id: &str, data: &str) -> (u16, String, Duration) {
     let started = Instant::now();
-    let (status, body) =
-        http_raw("POST", &host.push_url(), envelope(id, data.as_bytes(), SUB).into_bytes(), &[("content-type", "application/json")]).await;
+    let (status, body) = http_raw(
+        "POST",
+        &host.push_url(),
+        envelope(id, data.as_bytes(), SUB).into_bytes(),
+        &[("content-type", "application/json")],
+    )
+    .await;
     (status, body, started.elapsed())
 }
 
@@ -47,7 +52,10 @@ async fn trapping_looping_and_hungry_guests_fail_only_their_own_push() {
     let (status, _) = http_raw("GET", &format!("http://{}/healthz", host.addr), Vec::new(), &[]).await;
     assert_eq!(status, 200);
     assert_eq!(host.count("SELECT count(*) FROM streaming_events WHERE event_type = 'chaos_ok'").await, 20);
-    assert_eq!(host.count("SELECT count(*) FROM streaming_events WHERE message_id IN ('trap-1','oom-1','loop-1')").await, 0);
+    assert_eq!(
+        host.count("SELECT count(*) FROM streaming_events WHERE message_id IN ('trap-1','oom-1','loop-1')").await,
+        0
+    );
     assert_eq!(host.count("SELECT count(*) FROM dead_letter").await, 0, "a crash is not a verdict on the message");
     assert_eq!(host.metric("tributary_pushes_total", &["outcome=\"guest_error\""]).await, 3.0);
 }

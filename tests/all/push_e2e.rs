@@ -40,12 +40,20 @@ fn corpus() -> Vec<(Vec<u8>, Value, Expect)> {
         };
         let payload = json!({"user_id": user, "event_type": event_type, "timestamp": ts,
             "session_id": format!("s_{}", i % 300), "page_url": format!("/p/{}", i % 50), "n": i});
-        out.push((payload.to_string().into_bytes(), json!({"i": i.to_string()}), Expect::Event { user_id: user, event_type: event_type.into() }));
+        out.push((
+            payload.to_string().into_bytes(),
+            json!({"i": i.to_string()}),
+            Expect::Event { user_id: user, event_type: event_type.into() },
+        ));
     }
     // Malformed: every kind of refusal.
     for i in 0..20 {
         out.push((format!("not json {i}").into_bytes(), json!({}), Expect::DeadLetter { reason: "not-json" }));
-        out.push((format!(r#"{{"user_id":"u{i}"}}"#).into_bytes(), json!({}), Expect::DeadLetter { reason: "missing-field" }));
+        out.push((
+            format!(r#"{{"user_id":"u{i}"}}"#).into_bytes(),
+            json!({}),
+            Expect::DeadLetter { reason: "missing-field" },
+        ));
         out.push((
             format!(r#"{{"user_id":"u{i}","event_type":"x","timestamp":"tomorrow-ish {i}"}}"#).into_bytes(),
             json!({}),
@@ -69,7 +77,8 @@ async fn emulator_pushes_land_exactly_once_wrapped_and_unwrapped() {
     let messages: Vec<(Vec<u8>, Value)> = corpus.iter().map(|(d, a, _)| (d.clone(), a.clone())).collect();
     let ids = pubsub.publish("events", &messages).await;
     assert_eq!(ids.len(), corpus.len());
-    let expected: HashMap<&str, &Expect> = ids.iter().map(String::as_str).zip(corpus.iter().map(|(_, _, e)| e)).collect();
+    let expected: HashMap<&str, &Expect> =
+        ids.iter().map(String::as_str).zip(corpus.iter().map(|(_, _, e)| e)).collect();
     let events = expected.values().filter(|e| matches!(e, Expect::Event { .. })).count() as i64;
     let dead = expected.len() as i64 - events;
     assert!(events >= 1000 && dead > 0);
@@ -98,7 +107,9 @@ async fn emulator_pushes_land_exactly_once_wrapped_and_unwrapped() {
     )
     .await;
     assert_eq!(status, 204, "{body}");
-    let letter = host.sql("SELECT payload, payload_text, error_reason, subscription FROM dead_letter WHERE message_id = 'binary-1'").await;
+    let letter = host
+        .sql("SELECT payload, payload_text, error_reason, subscription FROM dead_letter WHERE message_id = 'binary-1'")
+        .await;
     use base64::Engine as _;
     assert_eq!(
         letter,
@@ -136,7 +147,9 @@ async fn emulator_pushes_land_exactly_once_wrapped_and_unwrapped() {
         }
     }
     // Every dead letter carries its payload and the right reason.
-    let letters = host.sql("SELECT message_id, error_reason, payload, stage FROM dead_letter WHERE message_id <> 'binary-1'").await;
+    let letters = host
+        .sql("SELECT message_id, error_reason, payload, stage FROM dead_letter WHERE message_id <> 'binary-1'")
+        .await;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for row in &letters {
         let id = row["message_id"].as_str().expect("message_id");

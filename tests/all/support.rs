@@ -70,7 +70,8 @@ impl PubSub {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("starting the Pub/Sub emulator at {EMULATOR}: {e} (see README: Development)"));
-        let me = Self { base: format!("http://127.0.0.1:{port}/v1/projects/tributary-test"), _child: ChildGuard(child) };
+        let me =
+            Self { base: format!("http://127.0.0.1:{port}/v1/projects/tributary-test"), _child: ChildGuard(child) };
         let url = format!("{}/topics", me.base);
         wait_for("the Pub/Sub emulator", Duration::from_secs(60), || async {
             reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ())
@@ -135,7 +136,10 @@ impl Host {
         let config = data.join("tributary.toml");
         std::fs::write(
             &config,
-            format!("listen = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n{extra_config}", data.display()),
+            format!(
+                "listen = \"{addr}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"{}\"\n{extra_config}",
+                data.display()
+            ),
         )
         .expect("config");
         let log = data.join(format!("host-{}.log", free_port()));
@@ -166,7 +170,8 @@ impl Host {
 
     /// Runs SQL through the admin route; returns the rows.
     pub async fn sql(&self, sql: &str) -> Vec<Value> {
-        let (status, text) = http_raw("POST", &format!("http://{}/query", self.admin), sql.as_bytes().to_vec(), &[]).await;
+        let (status, text) =
+            http_raw("POST", &format!("http://{}/query", self.admin), sql.as_bytes().to_vec(), &[]).await;
         assert_eq!(status, 200, "query {sql:?}: {text}");
         let v: Value = serde_json::from_str(&text).expect("query JSON");
         v["rows"].as_array().cloned().unwrap_or_default()

@@ -99,11 +99,7 @@ const TRANSPORT_PREFIXES: &[&str] = &["x-goog-pubsub-", "x-forwarded-", "x-cloud
 
 /// Decodes a push request into a message.
 pub fn decode(req: &PushRequest) -> Result<Message, EnvelopeError> {
-    if looks_wrapped(&req.body) {
-        decode_wrapped(&req.body)
-    } else {
-        Ok(decode_unwrapped(req))
-    }
+    if looks_wrapped(&req.body) { decode_wrapped(&req.body) } else { Ok(decode_unwrapped(req)) }
 }
 
 /// A best-effort message id for a request that could not be decoded: the envelope's id when it can

@@ -230,7 +230,8 @@ mod tests {
 
     #[test]
     fn refused_row_is_dead_lettered_refused_dead_letter_fails() {
-        let refusal = RowError { index: 0, reason: "invalid".into(), location: Some("x".into()), message: "bad".into() };
+        let refusal =
+            RowError { index: 0, reason: "invalid".into(), location: Some("x".into()), message: "bad".into() };
         let sink = ScriptedSink::new(vec![Ok(vec![refusal.clone()])]);
         let out = run(&push("x"), &sink);
         assert!(matches!(&out, Outcome::DeadLettered(f) if f.message == "row 0: bad (at x)" && f.stage == "sink"));

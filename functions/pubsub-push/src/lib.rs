@@ -51,14 +51,17 @@ mod component {
 
     impl flow::Sink for ImportedSink {
         fn write(&self, rows: Vec<model::Row>) -> impl Future<Output = model::WriteOutcome> + Send {
-            let rows: Vec<types::Row> = rows
-                .into_iter()
-                .map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json })
-                .collect();
+            let rows: Vec<types::Row> =
+                rows.into_iter().map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
             let outcome = match sink::write(&rows) {
                 Ok(refused) => Ok(refused
                     .into_iter()
-                    .map(|e| model::RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
+                    .map(|e| model::RowError {
+                        index: e.index,
+                        reason: e.reason,
+                        location: e.location,
+                        message: e.message,
+                    })
                     .collect()),
                 Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
                 Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),

@@ -35,10 +35,9 @@ mod component {
                 delivery_attempt: msg.delivery_attempt,
             };
             match super::normalize(&msg, chrono::Utc::now()) {
-                Ok(rows) => Ok(rows
-                    .into_iter()
-                    .map(|r| Row { table: r.table, insert_id: r.insert_id, json: r.json })
-                    .collect()),
+                Ok(rows) => {
+                    Ok(rows.into_iter().map(|r| Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect())
+                }
                 Err(e) => Err(Rejection { reason: e.reason, message: e.message }),
             }
         }

@@ -16,9 +16,8 @@ const COLUMN_FIELDS: [&str; 7] = ["id", "event_id", "user_id", "event_type", "ti
 
 /// Normalizes one message. `now` is the processing time (injected so tests are deterministic).
 pub fn normalize(msg: &Message, now: DateTime<Utc>) -> Result<Vec<Row>, Rejection> {
-    let payload: Value = serde_json::from_slice(&msg.data).map_err(|e| {
-        Rejection::new("not-json", format!("expected a JSON object payload, got invalid JSON: {e}"))
-    })?;
+    let payload: Value = serde_json::from_slice(&msg.data)
+        .map_err(|e| Rejection::new("not-json", format!("expected a JSON object payload, got invalid JSON: {e}")))?;
     let Value::Object(mut fields) = payload else {
         return Err(Rejection::new("not-object", format!("expected a JSON object payload, got {}", kind(&payload))));
     };
@@ -41,7 +40,9 @@ pub fn normalize(msg: &Message, now: DateTime<Utc>) -> Result<Vec<Row>, Rejectio
         })
         .transpose()?;
     let event_time = match fields.get("timestamp").filter(|v| !v.is_null()) {
-        Some(v) => timestamp::parse(v).map_err(|e| Rejection::new("bad-timestamp", format!("field 'timestamp': {e}")))?,
+        Some(v) => {
+            timestamp::parse(v).map_err(|e| Rejection::new("bad-timestamp", format!("field 'timestamp': {e}")))?
+        }
         None => publish_time.ok_or_else(|| {
             Rejection::new("missing-field", "expected a 'timestamp' field (or a message publish time), both absent")
         })?,

@@ -49,7 +49,8 @@ fn fixtures_match_golden_files() {
         if update {
             std::fs::write(&golden, &actual).expect("write golden");
         } else {
-            let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| format!("<missing {}>", golden.display()));
+            let expected =
+                std::fs::read_to_string(&golden).unwrap_or_else(|_| format!("<missing {}>", golden.display()));
             if expected != actual {
                 mismatches.push(format!("{}:\n--- expected\n{expected}\n+++ actual\n{actual}", name.to_string_lossy()));
             }

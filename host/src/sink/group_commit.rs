@@ -54,11 +54,21 @@ impl FlusherThread {
 
 impl GroupCommit {
     /// Starts the flusher thread in front of `warehouse`. Call from inside a tokio runtime.
-    pub fn start(mut warehouse: Box<dyn Warehouse>, config: SinkConfig, metrics: Arc<Metrics>) -> (Self, FlusherThread) {
+    pub fn start(
+        mut warehouse: Box<dyn Warehouse>,
+        config: SinkConfig,
+        metrics: Arc<Metrics>,
+    ) -> (Self, FlusherThread) {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let capacity = config.max_queued_rows;
         let queue = Arc::new(Semaphore::new(capacity));
-        let inner = Arc::new(Inner { tx: Mutex::new(Some(tx)), queue, capacity, config: config.clone(), metrics: Arc::clone(&metrics) });
+        let inner = Arc::new(Inner {
+            tx: Mutex::new(Some(tx)),
+            queue,
+            capacity,
+            config: config.clone(),
+            metrics: Arc::clone(&metrics),
+        });
         let runtime = Handle::current();
         let queue = Arc::clone(&inner.queue);
         let thread = std::thread::Builder::new()
@@ -94,10 +104,7 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         let bytes = rows.iter().map(|r| r.json.len() + r.insert_id.len()).sum();
         let pending = Pending { rows, bytes, reply, _permit: permit };
-        let sent = match inner.tx.lock().map(|tx| tx.as_ref().map(|tx| tx.send(pending))) {
-            Ok(Some(Ok(()))) => true,
-            _ => false,
-        };
+        let sent = matches!(inner.tx.lock().map(|tx| tx.as_ref().map(|tx| tx.send(pending))), Ok(Some(Ok(()))));
         if !sent {
             return Err(WriteError::Unavailable("the host is shutting down".into()));
         }
@@ -105,10 +112,9 @@ impl GroupCommit {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(WriteError::Unavailable("the group-commit flusher stopped".into())),
             // The flush may still commit: the redelivery is then deduped on insert id.
-            Err(_) => Err(WriteError::Unavailable(format!(
-                "write not committed within {} ms",
-                inner.config.write_timeout_ms
-            ))),
+            Err(_) => {
+                Err(WriteError::Unavailable(format!("write not committed within {} ms", inner.config.write_timeout_ms)))
+            }
         }
     }
 
@@ -225,7 +231,12 @@ mod tests {
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.json == "bad")
-                .map(|(i, _)| RowError { index: i as u32, reason: "invalid".into(), location: None, message: "bad".into() })
+                .map(|(i, _)| RowError {
+                    index: i as u32,
+                    reason: "invalid".into(),
+                    location: None,
+                    message: "bad".into(),
+                })
                 .collect();
             Ok(WriteReport { refused, inserted: rows.len(), duplicates: 0 })
         }
@@ -273,6 +284,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::await_holding_lock, reason = "the held lock is the point: it blocks the flusher thread")]
     async fn a_full_queue_refuses_at_once_and_a_failed_flush_fails_every_write() {
         let recorder = Recorder::default();
         let config = SinkConfig { max_rows: 2, max_queued_rows: 2, ..config() };
@@ -288,7 +300,10 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let refused = sink.write(vec![row("c")]).await;
-        assert!(matches!(&refused, Err(WriteError::Overloaded(m)) if m == "write queue full: 2 of 2 rows waiting; retry later"), "{refused:?}");
+        assert!(
+            matches!(&refused, Err(WriteError::Overloaded(m)) if m == "write queue full: 2 of 2 rows waiting; retry later"),
+            "{refused:?}"
+        );
         drop(held);
         assert_eq!(first.await.expect("task"), Ok(vec![]));
 

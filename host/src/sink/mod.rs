@@ -20,7 +20,8 @@ impl types::Host for PushState {}
 
 impl sink::Host for PushState {
     async fn write(&mut self, rows: Vec<types::Row>) -> Result<Vec<types::RowError>, sink::WriteError> {
-        let rows = rows.into_iter().map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
+        let rows =
+            rows.into_iter().map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
         match self.sink.write(rows).await {
             Ok(refused) => Ok(refused
                 .into_iter()

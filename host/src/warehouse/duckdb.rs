@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use duckdb::types::{TimeUnit, Value};
 use duckdb::Connection;
+use duckdb::types::{TimeUnit, Value};
 use tributary_model::{Row, RowError};
 
 use super::schema::{self, Cell, TableSchema};
@@ -29,7 +29,8 @@ impl DuckDb {
     pub fn open(dir: &Path) -> Result<Self, WarehouseError> {
         std::fs::create_dir_all(dir).map_err(|e| WarehouseError::Write(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("warehouse.duckdb");
-        let conn = Connection::open(&path).map_err(|e| WarehouseError::Write(format!("opening {}: {e}", path.display())))?;
+        let conn =
+            Connection::open(&path).map_err(|e| WarehouseError::Write(format!("opening {}: {e}", path.display())))?;
         Self::with_connection(conn)
     }
 
@@ -46,8 +47,11 @@ impl DuckDb {
             // Rows are appended (DuckDB's bulk path) to a temporary copy without constraints, then
             // moved with one INSERT ... SELECT per table and flush: ~100x faster than one INSERT per row.
             let stage = format!("_staging_{}", t.name);
-            conn.execute_batch(&format!("CREATE TEMP TABLE IF NOT EXISTS \"{stage}\" AS SELECT * FROM \"{}\" LIMIT 0", t.name))
-                .map_err(db_error)?;
+            conn.execute_batch(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS \"{stage}\" AS SELECT * FROM \"{}\" LIMIT 0",
+                t.name
+            ))
+            .map_err(db_error)?;
             let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
             let columns = columns.join(", ");
             let mv = format!(
@@ -64,7 +68,6 @@ impl DuckDb {
     pub fn reader(&self) -> Result<Connection, WarehouseError> {
         self.conn.try_clone().map_err(db_error)
     }
-
 }
 
 impl Warehouse for DuckDb {
@@ -166,7 +169,9 @@ mod tests {
         Row {
             table: "streaming_events".into(),
             insert_id: insert_id.into(),
-            json: format!(r#"{{"event_id":"{insert_id}","event_type":"{event_type}","timestamp":"2024-01-01T10:00:00Z"}}"#),
+            json: format!(
+                r#"{{"event_id":"{insert_id}","event_type":"{event_type}","timestamp":"2024-01-01T10:00:00Z"}}"#
+            ),
         }
     }
 
@@ -203,7 +208,8 @@ mod tests {
         let row = Row {
             table: "streaming_events".into(),
             insert_id: "1".into(),
-            json: r#"{"event_id":"1","event_type":"t","timestamp":"2024-01-01T10:00:59Z","properties":{"price":9.5}}"#.into(),
+            json: r#"{"event_id":"1","event_type":"t","timestamp":"2024-01-01T10:00:59Z","properties":{"price":9.5}}"#
+                .into(),
         };
         db.write(&[row]).expect("write");
         let (minute, price): (String, f64) = db

@@ -6,7 +6,6 @@ pub mod schema;
 
 use tributary_model::{Row, RowError};
 
-
 /// A write that did not happen at all. Transient from the caller's point of view: nothing of the batch
 /// is durable, every waiting push is answered 503 and Pub/Sub redelivers.
 #[derive(Debug, thiserror::Error)]

@@ -118,8 +118,11 @@ fn invalid(location: &str, message: String) -> Refusal {
 impl TableSchema {
     /// Checks a row's JSON and returns one cell per column, in column order.
     pub fn cells(&self, json: &str) -> Result<Vec<Cell>, Refusal> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| Refusal { reason: "invalid", location: None, message: format!("row is not valid JSON: {e}") })?;
+        let value: Value = serde_json::from_str(json).map_err(|e| Refusal {
+            reason: "invalid",
+            location: None,
+            message: format!("row is not valid JSON: {e}"),
+        })?;
         let Value::Object(mut fields) = value else {
             return Err(Refusal { reason: "invalid", location: None, message: "row must be a JSON object".into() });
         };
@@ -140,7 +143,8 @@ fn first_key(fields: &Map<String, Value>) -> Option<&str> {
 }
 
 fn cell(column: &Column, value: Value) -> Result<Cell, Refusal> {
-    let wrong = |v: &Value| invalid(column.name, format!("Cannot convert value to {:?}: {v}", column.ty).to_lowercase());
+    let wrong =
+        |v: &Value| invalid(column.name, format!("Cannot convert value to {:?}: {v}", column.ty).to_lowercase());
     Ok(match (column.ty, value) {
         (_, Value::Null) if column.required => {
             return Err(invalid(column.name, format!("Missing required field: {}.", column.name)));
@@ -183,7 +187,9 @@ mod tests {
     #[test]
     fn a_transform_row_converts() {
         let cells = events()
-            .cells(r#"{"event_id":"e","event_type":"t","timestamp":"2024-01-01T10:00:00.000000Z","properties":{"a":1}}"#)
+            .cells(
+                r#"{"event_id":"e","event_type":"t","timestamp":"2024-01-01T10:00:00.000000Z","properties":{"a":1}}"#,
+            )
             .expect("valid");
         assert_eq!(cells[0], Cell::String("e".into()));
         assert_eq!(cells[3], Cell::Timestamp(1_704_103_200_000_000));
@@ -194,8 +200,13 @@ mod tests {
     #[test]
     fn refusals_read_like_bigquerys() {
         let t = events();
-        let r = t.cells(r#"{"event_id":"e","event_type":"t","timestamp":"2024-01-01 10:00:00","nope":1}"#).expect_err("unknown");
-        assert_eq!((r.reason, r.location.as_deref(), r.message.as_str()), ("invalid", Some("nope"), "no such field: nope."));
+        let r = t
+            .cells(r#"{"event_id":"e","event_type":"t","timestamp":"2024-01-01 10:00:00","nope":1}"#)
+            .expect_err("unknown");
+        assert_eq!(
+            (r.reason, r.location.as_deref(), r.message.as_str()),
+            ("invalid", Some("nope"), "no such field: nope.")
+        );
         let r = t.cells(r#"{"event_type":"t","timestamp":"2024-01-01 10:00:00"}"#).expect_err("missing");
         assert_eq!(r.message, "Missing required field: event_id.");
         let r = t.cells(r#"{"event_id":1,"event_type":"t","timestamp":"2024-01-01 10:00:00"}"#).expect_err("type");
