@@ -45,8 +45,11 @@ pub struct ChildGuard(pub Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-KILL", &format!("-{pid}")]).status();
+        // Only a group this guard created (its leader is the child), never anything wider.
+        let pid = self.0.id();
+        if pid > 1 && matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill").args(["-s", "KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -65,6 +68,7 @@ impl PubSub {
         let log = std::fs::File::create(temp_dir("pubsub").join("emulator.log")).expect("log file");
         let child = Command::new(EMULATOR)
             .args(["--host=127.0.0.1", &format!("--port={port}")])
+            .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .process_group(0)
