@@ -5,8 +5,9 @@
 //! - Unwrapped (`no_wrapper`): the body is the payload itself; with write-metadata, Pub/Sub adds
 //!   `x-goog-pubsub-*` headers and sends attributes as plain headers.
 //!
-//! A body that is a JSON object with a `message` member is taken as wrapped, and then it must be a valid
-//! envelope; any other body is taken as unwrapped. Limits: Pub/Sub messages are at most 10 MB.
+//! A request with `x-goog-pubsub-message-id` is unwrapped whatever its body; otherwise a body that is a
+//! JSON object with a `message` member is taken as wrapped, and then it must be a valid envelope; any
+//! other body is taken as unwrapped. Limits: Pub/Sub messages are at most 10 MB.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -99,7 +100,11 @@ const TRANSPORT_PREFIXES: &[&str] = &["x-goog-pubsub-", "x-forwarded-", "x-cloud
 
 /// Decodes a push request into a message.
 pub fn decode(req: &PushRequest) -> Result<Message, EnvelopeError> {
-    if looks_wrapped(&req.body) { decode_wrapped(&req.body) } else { Ok(decode_unwrapped(req)) }
+    if req.header("x-goog-pubsub-message-id").is_none() && looks_wrapped(&req.body) {
+        decode_wrapped(&req.body)
+    } else {
+        Ok(decode_unwrapped(req))
+    }
 }
 
 /// A best-effort message id for a request that could not be decoded: the envelope's id when it can
@@ -235,6 +240,16 @@ mod tests {
         assert_eq!(m.data, br#"{"user_id":"1"}"#);
         assert_eq!(m.attributes, vec![("source".to_owned(), "web".to_owned())]);
         assert_eq!(m.subscription.as_deref(), Some("projects/p/subscriptions/s"));
+    }
+
+    #[test]
+    fn unwrapped_metadata_wins_over_an_envelope_shaped_payload() {
+        let req = PushRequest {
+            headers: vec![("x-goog-pubsub-message-id".into(), "5".into())],
+            body: br#"{"message":"hello","user_id":"1"}"#.to_vec(),
+        };
+        let m = decode(&req).expect("decodes");
+        assert_eq!((m.id.as_str(), m.data.as_slice()), ("5", req.body.as_slice()));
     }
 
     #[test]
