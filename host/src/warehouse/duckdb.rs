@@ -223,28 +223,3 @@ mod tests {
         assert_eq!((minute.as_str(), price), ("10:00", 9.5));
     }
 }
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-
-    #[test]
-    #[ignore = "timing probe"]
-    fn probe() {
-        let dir = std::env::temp_dir().join(format!("probe-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut db = DuckDb::open(&dir).expect("open");
-        for batch in [1usize, 30, 300] {
-            let rows: Vec<Row> = (0..batch)
-                .map(|i| Row {
-                    table: "streaming_events".into(),
-                    insert_id: format!("{batch}-{i}"),
-                    json: format!(r#"{{"event_id":"{i}","event_type":"t","timestamp":"2024-01-01T10:00:00Z","properties":{{"a":1}}}}"#),
-                })
-                .collect();
-            let t = std::time::Instant::now();
-            db.write(&rows).expect("write");
-            eprintln!("batch {batch}: {:?}", t.elapsed());
-        }
-    }
-}
