@@ -181,8 +181,16 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
                 metrics.rows_refused.get_or_create(&TableLabels { table: rows[index].table.clone() }).inc();
                 refused_by_write[owner].push(e);
             }
+            // Count per table first: one label lookup per table and flush, not per row.
+            let mut written: Vec<(&str, u64)> = Vec::new();
             for (row, _) in rows.iter().zip(&refused).filter(|(_, r)| !**r) {
-                metrics.rows_written.get_or_create(&TableLabels { table: row.table.clone() }).inc();
+                match written.iter_mut().find(|(t, _)| *t == row.table) {
+                    Some((_, n)) => *n += 1,
+                    None => written.push((&row.table, 1)),
+                }
+            }
+            for (table, n) in written {
+                metrics.rows_written.get_or_create(&TableLabels { table: table.to_owned() }).inc_by(n);
             }
             for (p, errors) in batch.into_iter().zip(refused_by_write) {
                 // The queue space is free before the writer hears back. The push may have timed out

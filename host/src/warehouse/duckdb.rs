@@ -15,13 +15,20 @@ use tributary_model::{Row, RowError};
 use super::schema::{self, Cell, TableSchema};
 use super::{Warehouse, WarehouseError, WriteReport};
 
+/// The bulk-write path of one table.
+struct Staging {
+    table: String,
+    move_rows: String,
+    clear: String,
+}
+
 /// The DuckDB warehouse.
 pub struct DuckDb {
     conn: Connection,
     tables: Vec<TableSchema>,
-    /// Per table, in `tables` order: the staging table rows are appended to, and the statement that
-    /// moves them into the table, skipping insert ids it already has.
-    staging: Vec<(String, String)>,
+    /// Per table, in `tables` order: the staging table rows are appended to, the statement that
+    /// moves them into the table (skipping insert ids it already has), and the one that empties it.
+    staging: Vec<Staging>,
 }
 
 impl DuckDb {
@@ -59,7 +66,8 @@ impl DuckDb {
                  ON CONFLICT (_insert_id) DO NOTHING",
                 t.name
             );
-            staging.push((stage, mv));
+            let clear = format!("DELETE FROM \"{stage}\"");
+            staging.push(Staging { table: stage, move_rows: mv, clear });
         }
         Ok(Self { conn, tables, staging })
     }
@@ -103,8 +111,8 @@ impl Warehouse for DuckDb {
         let tx = self.conn.transaction().map_err(db_error)?;
         {
             let mut appenders = Vec::with_capacity(self.tables.len());
-            for (stage, _) in &self.staging {
-                appenders.push(tx.appender(stage).map_err(db_error)?);
+            for stage in &self.staging {
+                appenders.push(tx.appender(&stage.table).map_err(db_error)?);
             }
             for (table, mut values) in accepted {
                 values.push(inserted_at.clone());
@@ -115,12 +123,12 @@ impl Warehouse for DuckDb {
                 appender.flush().map_err(db_error)?;
             }
         }
-        for ((stage, mv), count) in self.staging.iter().zip(per_table) {
+        for (stage, count) in self.staging.iter().zip(per_table) {
             if count == 0 {
                 continue;
             }
-            let inserted = tx.execute(mv, []).map_err(db_error)?;
-            tx.execute_batch(&format!("DELETE FROM \"{stage}\"")).map_err(db_error)?;
+            let inserted = tx.execute(&stage.move_rows, []).map_err(db_error)?;
+            tx.execute_batch(&stage.clear).map_err(db_error)?;
             stats.inserted += inserted;
             stats.duplicates += count - inserted.min(count);
         }
