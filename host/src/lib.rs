@@ -122,9 +122,11 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         }
     };
 
-    let listener = server::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    let admin_listener =
-        server::bind(config.admin_listen).await.with_context(|| format!("binding admin {}", config.admin_listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin_listen))?;
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let (stop, stopped) = watch::channel(false);

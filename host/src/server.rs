@@ -3,7 +3,6 @@
 //! finish, and only then lets the group commit drain.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,11 +122,6 @@ impl Routes for App {
     async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         self.route(req).await
     }
-}
-
-/// Binds `addr` (port 0 picks a free one).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 /// Serves `routes` on `listener` until `stop` turns true, then waits up to `drain` for open

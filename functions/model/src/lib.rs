@@ -36,13 +36,6 @@ pub struct Message {
     pub delivery_attempt: Option<u32>,
 }
 
-impl Message {
-    /// The attribute `name`, if present.
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-}
-
 /// Golden files spell payloads as text; bytes that are not UTF-8 are written lossily.
 mod payload_text {
     use serde::{Deserialize, Deserializer, Serializer};

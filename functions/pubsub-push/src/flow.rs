@@ -49,17 +49,6 @@ impl Outcome {
         }
     }
 
-    /// A short label for metrics: `written`, `dead_lettered`, `overloaded`, `unavailable`, `failed`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Written { .. } => "written",
-            Outcome::DeadLettered(_) => "dead_lettered",
-            Outcome::Retry(WriteError::Overloaded(_)) => "overloaded",
-            Outcome::Retry(WriteError::Unavailable(_)) => "unavailable",
-            Outcome::DeadLetterRefused(_) => "failed",
-        }
-    }
-
     /// The response body: empty on success, the reason otherwise (Pub/Sub ignores it; people read it).
     pub fn body(&self) -> String {
         match self {
@@ -203,7 +192,7 @@ mod tests {
         let sink = ScriptedSink::new(vec![]);
         let out = run(&push("reject"), &sink);
         assert_eq!(out.status(), 204);
-        assert_eq!(out.label(), "dead_lettered");
+        assert!(matches!(&out, Outcome::DeadLettered(f) if f.reason == "not-json" && f.stage == "transform"));
         assert_eq!(sink.tables(), vec!["dead_letter"]);
     }
 

@@ -77,7 +77,7 @@ impl GroupCommit {
                 while let Some(batch) = runtime.block_on(collect(&mut rx, &config)) {
                     flush(warehouse.as_mut(), batch, &metrics);
                     // The batch's permits are back: the queue gauge follows.
-                    metrics.queue_rows.set(i64::try_from(capacity - queue.available_permits()).unwrap_or(i64::MAX));
+                    metrics.queue_rows.set(queued(&queue, capacity));
                 }
                 tracing::debug!("group-commit flusher done");
             })
@@ -96,11 +96,11 @@ impl GroupCommit {
         let permit = Arc::clone(&inner.queue).try_acquire_many_owned(wanted).map_err(|_| {
             WriteError::Overloaded(format!(
                 "write queue full: {} of {} rows waiting; retry later",
-                inner.capacity - inner.queue.available_permits(),
+                queued(&inner.queue, inner.capacity),
                 inner.capacity
             ))
         })?;
-        inner.metrics.queue_rows.set(queued(inner));
+        inner.metrics.queue_rows.set(queued(&inner.queue, inner.capacity));
         let (reply, answer) = oneshot::channel();
         let bytes = rows.iter().map(|r| r.json.len() + r.insert_id.len()).sum();
         let pending = Pending { rows, bytes, reply, _permit: permit };
@@ -126,9 +126,9 @@ impl GroupCommit {
     }
 }
 
-/// Rows waiting for a flush.
-fn queued(inner: &Inner) -> i64 {
-    i64::try_from(inner.capacity - inner.queue.available_permits()).unwrap_or(i64::MAX)
+/// Rows waiting for a flush: the queue's permits that are taken.
+fn queued(queue: &Semaphore, capacity: usize) -> i64 {
+    i64::try_from(capacity - queue.available_permits()).unwrap_or(i64::MAX)
 }
 
 /// Waits for the first write, then gathers more until a cap or the linger deadline.
