@@ -49,7 +49,8 @@ pub fn query_json(conn: &duckdb::Connection, sql: &str) -> Result<Vec<Value>, Qu
 
 /// The admin routes.
 pub struct Admin {
-    pub reader: Mutex<duckdb::Connection>,
+    /// The embedded warehouse; `None` when the sink writes to BigQuery.
+    pub reader: Option<Mutex<duckdb::Connection>>,
     /// FAULT INJECTION (tests only): present when `testing.fault_injection` is on.
     pub fault: Option<Arc<AtomicBool>>,
 }
@@ -62,11 +63,16 @@ impl Admin {
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
         };
         match (&parts.method, parts.uri.path()) {
+            (&Method::POST, "/query") if self.reader.is_none() => text(
+                StatusCode::CONFLICT,
+                String::from("this host writes to BigQuery (sink.backend); query the dataset with bq or the console\n"),
+            ),
             (&Method::POST, "/query") => {
                 let sql = String::from_utf8_lossy(&body).into_owned();
                 let me = Arc::clone(&self);
                 let result = tokio::task::spawn_blocking(move || {
-                    let conn = me.reader.lock().map_err(|_| QueryError::Poisoned)?;
+                    let reader = me.reader.as_ref().ok_or(QueryError::Poisoned)?;
+                    let conn = reader.lock().map_err(|_| QueryError::Poisoned)?;
                     query_json(&conn, &sql)
                 })
                 .await;

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
+use tributary_model::Row;
 
-use crate::config::Config;
+use crate::config::{Backend, BigQueryConfig, Config, Credentials, SinkConfig, WriteStream};
 use crate::{Mode, RunningHost, client};
 
 /// Options of `tributary bench`.
@@ -31,6 +32,121 @@ pub struct BenchOptions {
     /// Rounds per mode (alternating native, wasm).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Also saturate the sink into each BigQuery backend at this REST endpoint (an emulator, with
+    /// anonymous credentials), e.g. `http://127.0.0.1:9050`.
+    #[arg(long)]
+    pub bigquery_api_endpoint: Option<String>,
+    /// The Storage Write API endpoint of the same server, e.g. `http://127.0.0.1:9060`.
+    #[arg(long)]
+    pub bigquery_grpc_endpoint: Option<String>,
+    /// Project for the BigQuery passes.
+    #[arg(long, default_value = "local")]
+    pub bigquery_project: String,
+    /// Rows per BigQuery backend pass (written 10 per write by 200 concurrent writers).
+    #[arg(long, default_value_t = 20_000)]
+    pub bigquery_rows: usize,
+}
+
+/// One BigQuery backend at saturation: the group commit fed faster than the backend drains it.
+#[derive(Debug, Clone)]
+pub struct SinkPass {
+    backend: &'static str,
+    rows_per_second: f64,
+    rows_per_flush: f64,
+    requests_per_flush: f64,
+    rows_per_request: f64,
+    full_fraction: f64,
+}
+
+/// Saturates the group commit into one BigQuery backend and reads its request metrics.
+async fn sink_pass(options: &BenchOptions, backend: Backend, stream: WriteStream, name: &'static str) -> anyhow::Result<SinkPass> {
+    use crate::sink::GroupCommit;
+    use crate::warehouse::bigquery::{BigQuery, auth::Auth, rest::Rest};
+    let api = options.bigquery_api_endpoint.clone().context("no endpoint")?;
+    let dir = std::env::temp_dir().join(format!("tributary-bench-bq-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let bq = BigQueryConfig {
+        project: options.bigquery_project.clone(),
+        dataset: format!("bench_{}", name.replace('-', "_")),
+        api_endpoint: api,
+        grpc_endpoint: options.bigquery_grpc_endpoint.clone().unwrap_or_default(),
+        credentials: Credentials::Anonymous,
+        write_stream: stream,
+        request_timeout_ms: 30_000,
+        retry_deadline_ms: 55_000,
+        ..BigQueryConfig::default()
+    };
+    let sink_config = SinkConfig { backend, max_queued_rows: 100_000, write_timeout_ms: 60_000, ..SinkConfig::default() };
+    let metrics = crate::metrics::Metrics::new();
+    let warehouse = {
+        let (bq, dir, m) = (bq.clone(), dir.clone(), std::sync::Arc::clone(&metrics));
+        tokio::task::spawn_blocking(move || BigQuery::connect(&bq, backend, &dir, m)).await??
+    };
+    let (sink, flusher) = GroupCommit::start(Box::new(warehouse), sink_config, std::sync::Arc::clone(&metrics));
+    let api_label = if backend == Backend::BigqueryInsertall { "insertall" } else { "write" };
+    let writers = 200;
+    let writes = options.bigquery_rows.div_ceil(10);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let sink = sink.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = w;
+            while i < writes {
+                let rows = (0..10)
+                    .map(|j| {
+                        let id = format!("{name}-{i}-{j}");
+                        Row {
+                            table: "streaming_events".into(),
+                            insert_id: id.clone(),
+                            json: format!(
+                                r#"{{"event_id":"{id}","user_id":"user_{}","event_type":"page_view","timestamp":"2024-01-01T10:00:00Z","session_id":"s{}","page_url":"/p/{}","properties":{{"referrer":"bench"}},"message_id":"{id}"}}"#,
+                                i % 500, i % 1500, j
+                            ),
+                        }
+                    })
+                    .collect();
+                match sink.write(rows).await {
+                    Ok(refused) => ensure!(refused.is_empty(), "rows refused: {refused:?}"),
+                    Err(e) => bail!("write failed: {e}"),
+                }
+                i += writers;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = started.elapsed();
+    sink.close();
+    tokio::task::spawn_blocking(move || flusher.join()).await?;
+    let text = metrics.render();
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && (!l.contains("api=") || l.contains(&format!("api=\"{api_label}\""))))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (flush_rows, flushes) = (value("tributary_flush_rows_sum"), value("tributary_flush_rows_count"));
+    let requests = value("tributary_bigquery_requests_total");
+    let full = value("tributary_bigquery_full_requests_total");
+    let request_rows = value("tributary_bigquery_request_rows_sum");
+    let rest = Rest::new(&bq, std::sync::Arc::new(Auth::new(Credentials::Anonymous).await?))?;
+    let counted = rest.query(&format!("SELECT COUNT(*) AS n FROM `{}.{}.streaming_events`", bq.project, bq.dataset)).await?;
+    let n = counted["rows"][0]["f"][0]["v"].as_str().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    let expected = writes * 10;
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(n == expected, "{name}: BigQuery holds {n} rows after {expected} committed");
+    #[expect(clippy::cast_precision_loss, reason = "rates")]
+    Ok(SinkPass {
+        backend: name,
+        rows_per_second: expected as f64 / elapsed.as_secs_f64(),
+        rows_per_flush: flush_rows / flushes.max(1.0),
+        requests_per_flush: requests / flushes.max(1.0),
+        rows_per_request: request_rows / requests.max(1.0),
+        full_fraction: full / requests.max(1.0),
+    })
 }
 
 /// One pass's numbers.
@@ -69,6 +185,7 @@ pub struct Report {
     options: BenchOptions,
     native: ModeReport,
     wasm: ModeReport,
+    bigquery: Vec<SinkPass>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -207,7 +324,19 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
         tracing::info!(round = r + 1, "wasm");
         wasm.push(round(Mode::Wasm, options).await?);
     }
-    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm) })
+    let mut bigquery = Vec::new();
+    if options.bigquery_api_endpoint.is_some() {
+        let mut passes = vec![(Backend::BigqueryInsertall, WriteStream::Default, "insertall")];
+        if options.bigquery_grpc_endpoint.is_some() {
+            passes.push((Backend::BigqueryWrite, WriteStream::Default, "write-default"));
+            passes.push((Backend::BigqueryWrite, WriteStream::Committed, "write-committed"));
+        }
+        for (backend, stream, name) in passes {
+            tracing::info!(backend = name, "BigQuery sink saturation pass");
+            bigquery.push(sink_pass(options, backend, stream, name).await?);
+        }
+    }
+    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm), bigquery })
 }
 
 impl fmt::Display for Report {
@@ -251,6 +380,33 @@ impl fmt::Display for Report {
             cpu * 1e6,
             latency * 1e6
         )?;
-        write!(f, "(c=1 latency is dominated by the warehouse commit, which both paths share)")
+        write!(f, "(c=1 latency is dominated by the warehouse commit, which both paths share)")?;
+        if !self.bigquery.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "BigQuery sink at saturation ({} rows, 200 writers x 10 rows, sink.max_rows 1000):",
+                o.bigquery_rows
+            )?;
+            writeln!(
+                f,
+                "{:<16} {:>9} {:>11} {:>13} {:>12} {:>14}",
+                "backend", "rows/s", "rows/flush", "requests/flush", "rows/request", "full requests"
+            )?;
+            for p in &self.bigquery {
+                writeln!(
+                    f,
+                    "{:<16} {:>9.0} {:>11.1} {:>13.2} {:>12.1} {:>13.1}%",
+                    p.backend,
+                    p.rows_per_second,
+                    p.rows_per_flush,
+                    p.requests_per_flush,
+                    p.rows_per_request,
+                    p.full_fraction * 100.0
+                )?;
+            }
+            write!(f, "(full = closed by the row or byte cap; the last request of a run is partial by design)")?;
+        }
+        Ok(())
     }
 }

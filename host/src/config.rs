@@ -36,6 +36,8 @@ pub struct Config {
     pub guest: GuestConfig,
     /// The group commit in front of the warehouse.
     pub sink: SinkConfig,
+    /// BigQuery, when `sink.backend` is one of the `bigquery-*` backends.
+    pub bigquery: BigQueryConfig,
     /// Component files that replace the built-in ones.
     pub components: ComponentsConfig,
     /// Switches for tests only.
@@ -50,6 +52,7 @@ impl Default for Config {
             data_dir: PathBuf::from(".tributary"),
             guest: GuestConfig::default(),
             sink: SinkConfig::default(),
+            bigquery: BigQueryConfig::default(),
             components: ComponentsConfig::default(),
             testing: TestingConfig::default(),
         }
@@ -100,10 +103,25 @@ impl GuestConfig {
     }
 }
 
+/// Which warehouse the group commit writes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The embedded DuckDB warehouse under `data_dir` (exact dedup on insert id).
+    #[default]
+    Embedded,
+    /// BigQuery legacy streaming, `tabledata.insertAll` (best-effort dedup on `insertId`).
+    BigqueryInsertall,
+    /// BigQuery Storage Write API over gRPC (`bigquery.write_stream` picks `_default` or exactly-once).
+    BigqueryWrite,
+}
+
 /// Group commit: rows of concurrent pushes share one warehouse transaction.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkConfig {
+    /// `embedded`, `bigquery-insertall` or `bigquery-write`.
+    pub backend: Backend,
     /// Flush once this many rows are waiting.
     pub max_rows: usize,
     /// Flush once the waiting rows' JSON reaches this many bytes.
@@ -119,7 +137,14 @@ pub struct SinkConfig {
 
 impl Default for SinkConfig {
     fn default() -> Self {
-        Self { max_rows: 1_000, max_bytes: 8 << 20, linger_ms: 2, max_queued_rows: 50_000, write_timeout_ms: 8_000 }
+        Self {
+            backend: Backend::Embedded,
+            max_rows: 1_000,
+            max_bytes: 8 << 20,
+            linger_ms: 2,
+            max_queued_rows: 50_000,
+            write_timeout_ms: 8_000,
+        }
     }
 }
 
@@ -131,6 +156,111 @@ impl SinkConfig {
     pub fn write_timeout(&self) -> Duration {
         Duration::from_millis(self.write_timeout_ms)
     }
+}
+
+/// How the host reaches BigQuery. Credentials never reach a guest: the host alone holds tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BigQueryConfig {
+    /// The Google Cloud project that owns the dataset (and is billed).
+    pub project: String,
+    /// The dataset the tables live in; created on first use when `auto_create` is on.
+    pub dataset: String,
+    /// Where a new dataset is created.
+    pub location: String,
+    /// REST base for tables, datasets and insertAll; an emulator's address for local runs.
+    pub api_endpoint: String,
+    /// Storage Write API gRPC endpoint (`http://` for a plaintext emulator).
+    pub grpc_endpoint: String,
+    /// `application-default` (service-account JSON in `GOOGLE_APPLICATION_CREDENTIALS`, gcloud user
+    /// credentials, or the metadata server) or `anonymous` (emulators only).
+    pub credentials: Credentials,
+    /// Storage Write API stream: `default` (at-least-once) or `committed` (exactly-once: a COMMITTED
+    /// stream written at explicit offsets, with a durable ledger under `data_dir`).
+    pub write_stream: WriteStream,
+    /// Create the dataset and the built-in tables when they are missing.
+    pub auto_create: bool,
+    /// Column new tables are partitioned on by day: `ingestion` (`_inserted_at`) or `event-time`
+    /// (`timestamp` for events, `failed_at` for dead letters).
+    pub partition: Partition,
+    /// A top-level field a table does not have: `properties` keeps it inside the row's `properties`
+    /// JSON column; `add-column` adds it to the table as a NULLABLE column first (ALLOW_FIELD_ADDITION).
+    pub new_fields: NewFields,
+    /// insertAll: rows per request (Google recommends at most 500).
+    pub insertall_max_rows: usize,
+    /// insertAll: request body bytes (BigQuery's limit is 10 MB per request).
+    pub insertall_max_bytes: usize,
+    /// Storage Write API: serialized rows per AppendRows request (the limit is 10 MB per request).
+    pub append_max_bytes: usize,
+    /// One HTTP or gRPC call, in ms.
+    pub request_timeout_ms: u64,
+    /// Retries of 429, 5xx, timeouts and `stopped` rows end this many ms after a flush started; then
+    /// the flush fails and its pushes are answered 503. Must be below `sink.write_timeout_ms`.
+    pub retry_deadline_ms: u64,
+    /// How long the exactly-once ledger remembers written insert ids, in hours (Pub/Sub keeps
+    /// unacked messages at most 7 days).
+    pub ledger_retention_hours: u64,
+}
+
+impl Default for BigQueryConfig {
+    fn default() -> Self {
+        Self {
+            project: String::new(),
+            dataset: "tributary".into(),
+            location: "US".into(),
+            api_endpoint: "https://bigquery.googleapis.com".into(),
+            grpc_endpoint: "https://bigquerystorage.googleapis.com".into(),
+            credentials: Credentials::ApplicationDefault,
+            write_stream: WriteStream::Committed,
+            auto_create: true,
+            partition: Partition::Ingestion,
+            new_fields: NewFields::Properties,
+            insertall_max_rows: 500,
+            insertall_max_bytes: 9 << 20,
+            append_max_bytes: 9 << 20,
+            request_timeout_ms: 4_000,
+            retry_deadline_ms: 6_000,
+            ledger_retention_hours: 7 * 24,
+        }
+    }
+}
+
+impl BigQueryConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn retry_deadline(&self) -> Duration {
+        Duration::from_millis(self.retry_deadline_ms)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credentials {
+    ApplicationDefault,
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WriteStream {
+    Default,
+    Committed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partition {
+    Ingestion,
+    EventTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NewFields {
+    Properties,
+    AddColumn,
 }
 
 /// Replacement components; the built-in ones are embedded in the binary.
@@ -189,6 +319,24 @@ impl Config {
                 self.sink.write_timeout_ms, self.guest.request_timeout_ms
             ));
         }
+        if self.sink.backend != Backend::Embedded {
+            let bq = &self.bigquery;
+            if bq.project.is_empty() || bq.dataset.is_empty() {
+                return invalid(format!("sink.backend = {:?} needs bigquery.project and bigquery.dataset", self.sink.backend));
+            }
+            if bq.retry_deadline_ms >= self.sink.write_timeout_ms {
+                return invalid(format!(
+                    "bigquery.retry_deadline_ms ({}) must be below sink.write_timeout_ms ({}) so a failing write is answered 503 before the push times out",
+                    bq.retry_deadline_ms, self.sink.write_timeout_ms
+                ));
+            }
+            if bq.insertall_max_rows == 0 || bq.insertall_max_bytes < 1024 || bq.append_max_bytes < 1024 {
+                return invalid("bigquery.insertall_max_rows must be at least 1 and the byte caps at least 1024".into());
+            }
+            if bq.insertall_max_bytes > 10 << 20 || bq.append_max_bytes > 10 << 20 {
+                return invalid("bigquery request byte caps must stay within BigQuery's 10 MB per request".into());
+            }
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(format!("listen and admin_listen are both {}", self.listen));
         }
@@ -220,5 +368,24 @@ mod tests {
         assert_eq!(err.to_string(), "invalid config: sink.max_queued_rows (5) must be at least sink.max_rows (10)");
         let c = Config::parse("[guest]\nrequest_timeout_ms = 1000\n").expect("parses");
         assert!(c.validate().expect_err("invalid").to_string().contains("sink.write_timeout_ms (8000)"));
+    }
+
+    #[test]
+    fn bigquery_backends_need_a_project_and_a_deadline_below_the_write_timeout() {
+        let c = Config::parse("[sink]\nbackend = \"bigquery-write\"\n").expect("parses");
+        assert!(c.validate().expect_err("no project").to_string().contains("needs bigquery.project"));
+        let c = Config::parse(
+            "[sink]\nbackend = \"bigquery-insertall\"\n[bigquery]\nproject = \"p\"\nretry_deadline_ms = 9000\n",
+        )
+        .expect("parses");
+        assert!(c.validate().expect_err("deadline").to_string().contains("bigquery.retry_deadline_ms (9000)"));
+        let c = Config::parse(
+            "[sink]\nbackend = \"bigquery-write\"\n[bigquery]\nproject = \"p\"\nwrite_stream = \"default\"\nnew_fields = \"add-column\"\ncredentials = \"anonymous\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.bigquery.new_fields, NewFields::AddColumn);
+        let err = Config::parse("[bigquery]\nwrite_stream = \"pending\"\n").expect_err("unknown variant");
+        assert!(err.to_string().contains("unknown variant `pending`"), "{err}");
     }
 }

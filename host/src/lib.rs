@@ -29,12 +29,12 @@ use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::engine::EpochTicker;
 use crate::metrics::Metrics;
 use crate::server::{App, Pusher};
 use crate::sink::{FlusherThread, GroupCommit};
-use crate::warehouse::{FaultSwitch, Warehouse, duckdb::DuckDb};
+use crate::warehouse::{FaultSwitch, Warehouse, bigquery::BigQuery, duckdb::DuckDb};
 
 /// The components built from this checkout (see `build.rs`), embedded in the binary.
 pub mod components {
@@ -79,14 +79,27 @@ pub struct RunningHost {
 pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     config.validate()?;
     let metrics = Metrics::new();
-    let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
-    let reader = db.reader()?;
+    let (warehouse, reader): (Box<dyn Warehouse>, _) = match config.sink.backend {
+        Backend::Embedded => {
+            let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
+            let reader = db.reader()?;
+            (Box::new(db), Some(Mutex::new(reader)))
+        }
+        backend => {
+            let (bq, dir, m) = (config.bigquery.clone(), config.data_dir.clone(), Arc::clone(&metrics));
+            let warehouse = tokio::task::spawn_blocking(move || BigQuery::connect(&bq, backend, &dir, m))
+                .await?
+                .with_context(|| format!("connecting to BigQuery ({:?})", config.sink.backend))?;
+            tracing::info!(backend = ?backend, project = %config.bigquery.project, dataset = %config.bigquery.dataset, "sink writes to BigQuery");
+            (Box::new(warehouse), None)
+        }
+    };
     let (warehouse, fault): (Box<dyn Warehouse>, _) = if config.testing.fault_injection {
-        let (switch, flag) = FaultSwitch::new(db);
+        let (switch, flag) = FaultSwitch::new(warehouse);
         tracing::warn!("testing.fault_injection is on: PUT /faults/sink on the admin listener fails warehouse writes");
         (Box::new(switch), Some(flag))
     } else {
-        (Box::new(db), None)
+        (warehouse, None)
     };
     let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
 
@@ -133,7 +146,7 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
     let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
     let app = Arc::new(App { pusher, metrics: Arc::clone(&metrics), in_flight });
-    let admin = Arc::new(Admin { reader: Mutex::new(reader), fault });
+    let admin = Arc::new(Admin { reader, fault });
     let servers = vec![
         tokio::spawn(server::serve(listener, app, stopped.clone(), drain)),
         tokio::spawn(server::serve(admin_listener, admin, stopped, Duration::from_secs(5))),

@@ -47,6 +47,22 @@ enum Command {
     },
     /// Benchmark the wasm push path against the native baseline in one run.
     Bench(tributary::bench::BenchOptions),
+    /// BigQuery helpers, using the `[bigquery]` section of the config.
+    Bigquery {
+        #[command(subcommand)]
+        action: BigqueryAction,
+        /// Configuration file (TOML) with the `[bigquery]` section.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BigqueryAction {
+    /// Create (or replace) the seed's analytics views (sql/*.sql) in the dataset.
+    Views,
+    /// Print the tables' DDL (sql/ddl.sql) for the configured project and dataset.
+    Ddl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,12 +83,32 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up { listen, admin_listen, data, config } => runtime.block_on(up(listen, admin_listen, data, config)),
         Command::Sql { query, format, admin, data } => runtime.block_on(sql(&query, format, admin, data)),
+        Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
         Command::Bench(options) => runtime.block_on(async {
             let report = tributary::bench::run(&options).await?;
             println!("{report}");
             Ok(())
         }),
     }
+}
+
+async fn bigquery(action: BigqueryAction, config: Option<PathBuf>) -> anyhow::Result<()> {
+    use tributary::warehouse::bigquery::{auth::Auth, rest::Rest, views};
+    let cfg = Config::load(config.as_deref())?;
+    let bq = &cfg.bigquery;
+    if bq.project.is_empty() {
+        bail!("bigquery.project is not set (pass --config with a [bigquery] section)");
+    }
+    match action {
+        BigqueryAction::Ddl => print!("{}", views::render(views::DDL, &bq.project, &bq.dataset)),
+        BigqueryAction::Views => {
+            let rest = Rest::new(bq, std::sync::Arc::new(Auth::new(bq.credentials).await?))?;
+            for name in views::apply(&rest).await? {
+                println!("view {}.{}.{name} created", bq.project, bq.dataset);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn up(

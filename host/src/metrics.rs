@@ -32,6 +32,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// `insertall` or `write` (Storage Write API).
+    pub api: String,
+}
+
 /// Every metric of the host.
 #[derive(Debug)]
 pub struct Metrics {
@@ -45,6 +51,11 @@ pub struct Metrics {
     pub flush_rows: Histogram,
     pub flush_seconds: Histogram,
     pub queue_rows: Gauge,
+    pub bigquery_requests: Family<ApiLabels, Counter>,
+    pub bigquery_full_requests: Family<ApiLabels, Counter>,
+    pub bigquery_request_rows: Family<ApiLabels, Histogram>,
+    pub bigquery_request_bytes: Family<ApiLabels, Histogram>,
+    pub bigquery_retries: Family<ApiLabels, Counter>,
 }
 
 impl Metrics {
@@ -78,6 +89,22 @@ impl Metrics {
         );
         let queue_rows = Gauge::default();
         registry.register("queue_rows", "Rows waiting for a flush", queue_rows.clone());
+        let bigquery_requests = Family::<ApiLabels, Counter>::default();
+        registry.register("bigquery_requests", "Requests sent to BigQuery (insertAll or AppendRows), by API", bigquery_requests.clone());
+        let bigquery_full_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "bigquery_full_requests",
+            "BigQuery requests closed by their row or byte cap (full), by API",
+            bigquery_full_requests.clone(),
+        );
+        let bigquery_request_rows =
+            Family::<ApiLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 14)));
+        registry.register("bigquery_request_rows", "Rows per BigQuery request", bigquery_request_rows.clone());
+        let bigquery_request_bytes =
+            Family::<ApiLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(256.0, 2.0, 17)));
+        registry.register("bigquery_request_bytes", "Body bytes per BigQuery request", bigquery_request_bytes.clone());
+        let bigquery_retries = Family::<ApiLabels, Counter>::default();
+        registry.register("bigquery_retries", "BigQuery calls retried after a transient failure", bigquery_retries.clone());
         Arc::new(Self {
             registry,
             pushes,
@@ -89,6 +116,11 @@ impl Metrics {
             flush_rows,
             flush_seconds,
             queue_rows,
+            bigquery_requests,
+            bigquery_full_requests,
+            bigquery_request_rows,
+            bigquery_request_bytes,
+            bigquery_retries,
         })
     }
 

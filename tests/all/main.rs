@@ -4,6 +4,7 @@
 
 mod support;
 
+mod bigquery;
 mod cli;
 mod faults;
 mod guest_isolation;

@@ -272,3 +272,191 @@ async fn try_http(method: &str, url: &str, body: Vec<u8>, headers: &[(&str, &str
     let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// The `local-bigquery` emulator (PyPI), installed by `tests/emulators/bigquery-setup.sh` into
+/// `TRIBUTARY_BQ_VENV` (default `~/.cache/tributary/bq-venv`). It speaks BigQuery's REST API and the
+/// Storage Write API over gRPC, and persists to its data dir.
+pub struct BigQueryEmulator {
+    pub rest: String,
+    pub grpc: String,
+    pub project: String,
+    venv: PathBuf,
+    _child: ChildGuard,
+}
+
+fn bq_venv() -> PathBuf {
+    std::env::var_os("TRIBUTARY_BQ_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/bq-venv")
+    })
+}
+
+impl BigQueryEmulator {
+    pub async fn start(project: &str) -> Self {
+        use std::os::unix::process::CommandExt as _;
+        let venv = bq_venv();
+        let python = venv.join("bin/python");
+        assert!(
+            python.exists(),
+            "no local-bigquery venv at {}: run tests/emulators/bigquery-setup.sh {} (README: Development)",
+            venv.display(),
+            venv.display()
+        );
+        let (rest_port, grpc_port) = (free_port(), free_port());
+        let data = temp_dir("bigquery");
+        let log = std::fs::File::create(data.join("emulator.log")).expect("log file");
+        let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/emulators/bigquery_launch.py");
+        let child = Command::new(&python)
+            .arg(launcher)
+            .args(["serve", "--host", "127.0.0.1", "--port", &rest_port.to_string(), "--grpc-port", &grpc_port.to_string()])
+            .args(["--project", project, "--data-dir"])
+            .arg(&data)
+            .env("LBQ_EXT_DIR", venv.join("duckdb_ext"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("starting local-bigquery");
+        let me = Self {
+            rest: format!("http://127.0.0.1:{rest_port}"),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            project: project.to_owned(),
+            venv,
+            _child: ChildGuard(child),
+        };
+        let url = format!("{}/bigquery/v2/projects/{project}/datasets", me.rest);
+        wait_for(&format!("local-bigquery (log: {})", data.join("emulator.log").display()), Duration::from_secs(60), || async {
+            reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ())
+        })
+        .await;
+        me
+    }
+
+    /// The `[sink]`/`[bigquery]` config of a host writing here through `backend`.
+    pub fn host_config(&self, backend: &str, extra_bigquery: &str) -> String {
+        format!(
+            "[sink]\nbackend = \"{backend}\"\n[bigquery]\nproject = \"{}\"\ndataset = \"tributary\"\napi_endpoint = \"{}\"\ngrpc_endpoint = \"{}\"\ncredentials = \"anonymous\"\n{extra_bigquery}\n",
+            self.project, self.rest, self.grpc
+        )
+    }
+
+    /// Runs `tests/bigquery_verify.py` (the official google-cloud-bigquery client) and parses its JSON.
+    pub fn verify(&self, command: &str, arg: &str) -> Value {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bigquery_verify.py");
+        let out = Command::new(self.venv.join("bin/python"))
+            .arg(script)
+            .args([&self.rest, &self.project, command, arg])
+            .output()
+            .expect("running bigquery_verify.py");
+        assert!(out.status.success(), "bigquery_verify.py {command} {arg:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("verifier JSON")
+    }
+
+    /// Rows of a query through the official client.
+    pub fn query(&self, sql: &str) -> Vec<Value> {
+        self.verify("query", sql).as_array().cloned().unwrap_or_default()
+    }
+
+    /// One integer from a single-row, single-column query.
+    pub fn count(&self, sql: &str) -> i64 {
+        let rows = self.query(sql);
+        let row = rows.first().and_then(Value::as_object).unwrap_or_else(|| panic!("one row from {sql}"));
+        let v = row.values().next().expect("a column");
+        v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("a number from {sql}: {v}"))
+    }
+}
+
+/// FAULT INJECTION: an HTTP/1 proxy in front of the BigQuery emulator's REST API. Of the insertAll
+/// requests, every 7th is forwarded but its answer held back `hold` (longer than the host's request
+/// timeout: BigQuery wrote the rows, the host never heard), every 5th is answered 429 and every 3rd 503
+/// without reaching BigQuery. Everything else passes through.
+pub struct FaultProxy {
+    pub url: String,
+    pub injected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str, hold: Duration) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use http_body_util::{BodyExt, Full};
+        use hyper_util::client::legacy::Client;
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let injected = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let upstream = upstream.to_owned();
+        let counter = Arc::clone(&injected);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (client, upstream, seen, injected) =
+                    (client.clone(), upstream.clone(), Arc::clone(&seen), Arc::clone(&counter));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (client, upstream, seen, injected) =
+                            (client.clone(), upstream.clone(), Arc::clone(&seen), Arc::clone(&injected));
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let insert_all = parts.uri.path().ends_with("/insertAll");
+                            let n = if insert_all { seen.fetch_add(1, Ordering::SeqCst) + 1 } else { 0 };
+                            let answer = |status: u16, text: &str| {
+                                http::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(Full::new(bytes::Bytes::from(
+                                        json!({"error": {"code": status, "message": text}}).to_string(),
+                                    )))
+                            };
+                            if insert_all && n % 7 != 0 && n % 5 == 0 {
+                                injected.fetch_add(1, Ordering::SeqCst);
+                                return answer(429, "injected: rate limited");
+                            }
+                            if insert_all && n % 7 != 0 && n % 3 == 0 {
+                                injected.fetch_add(1, Ordering::SeqCst);
+                                return answer(503, "injected: backend error");
+                            }
+                            let mut forward = http::Request::builder()
+                                .method(parts.method)
+                                .uri(format!("{upstream}{}", parts.uri.path_and_query().map_or("", |p| p.as_str())));
+                            for (k, v) in &parts.headers {
+                                if k != http::header::HOST {
+                                    forward = forward.header(k, v);
+                                }
+                            }
+                            let forward = forward.body(Full::new(body)).expect("request");
+                            let response = match client.request(forward).await {
+                                Ok(r) => r,
+                                Err(e) => return answer(502, &format!("proxy: {e}")),
+                            };
+                            let status = response.status().as_u16();
+                            let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            if insert_all && n % 7 == 0 {
+                                injected.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(hold).await;
+                            }
+                            http::Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Self { url, injected, task }
+    }
+}

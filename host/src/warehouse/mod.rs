@@ -1,6 +1,7 @@
 //! Where rows end up. One trait, so the group commit does not care which warehouse is behind it:
-//! the embedded DuckDB one ([`duckdb`]) today, BigQuery later.
+//! the embedded DuckDB one ([`duckdb`]) or BigQuery ([`bigquery`]: insertAll or the Storage Write API).
 
+pub mod bigquery;
 pub mod duckdb;
 pub mod schema;
 
@@ -40,6 +41,12 @@ pub trait Warehouse: Send {
 pub struct FaultSwitch<W> {
     inner: W,
     failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Warehouse for Box<dyn Warehouse> {
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+        self.as_mut().write(rows)
+    }
 }
 
 impl<W: Warehouse> FaultSwitch<W> {

@@ -165,7 +165,7 @@ fn cell(column: &Column, value: Value) -> Result<Cell, Refusal> {
 }
 
 /// RFC 3339 or BigQuery's canonical `YYYY-MM-DD HH:MM:SS[.ffffff][ UTC]`, to epoch microseconds.
-fn parse_timestamp(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc).timestamp_micros());
     }

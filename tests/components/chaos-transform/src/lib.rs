@@ -2,7 +2,9 @@
 //! trapping, looping or memory-hungry guest fails only its own push.
 //!
 //! Payload `trap` panics (a wasm trap), `loop` spins forever (stopped by the host's epoch deadline),
-//! `oom` allocates until the host's memory limit refuses; anything else becomes a minimal event row.
+//! `oom` allocates until the host's memory limit refuses; `row:{json}` becomes exactly that row of
+//! `streaming_events` (a user transform emitting fields or types the table does not expect); anything
+//! else becomes a minimal event row.
 
 wit_bindgen::generate!({
     path: "../../../wit",
@@ -31,6 +33,11 @@ impl Guest for Chaos {
                     std::hint::black_box(&hoard);
                 }
             }
+            data if data.starts_with(b"row:") => Ok(vec![Row {
+                table: "streaming_events".into(),
+                insert_id: msg.id.clone(),
+                json: String::from_utf8_lossy(&data[4..]).into_owned(),
+            }]),
             _ => Ok(vec![Row {
                 table: "streaming_events".into(),
                 insert_id: msg.id.clone(),

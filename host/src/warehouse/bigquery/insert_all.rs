@@ -1,0 +1,212 @@
+//! Legacy streaming, `tabledata.insertAll`: ≤ `insertall_max_rows` rows (Google recommends 500) and
+//! ≤ `insertall_max_bytes` (the API's limit is 10 MB) per request, `insertId` = the row's insert id so
+//! BigQuery dedups redeliveries (best effort, for about a minute).
+//!
+//! Per-row results: `invalid` rows are refused (dead-lettered by the push handler, with BigQuery's reason
+//! and location); rows reported `stopped` were fine but held back by an invalid neighbour and are
+//! resubmitted alone; 429/5xx/timeouts retry the request with backoff until the flush deadline.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use tributary_model::RowError;
+
+use super::error::BigQueryError;
+use super::rest::Rest;
+use super::rows::Prepared;
+use super::{Caps, TableReport, Telemetry, retry};
+
+/// What BigQuery said about one row of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Inserted,
+    /// Held back because another row of the request was invalid: resubmit.
+    Stopped,
+    Invalid { reason: String, location: Option<String>, message: String },
+}
+
+/// Splits rows into requests under both caps; `true` marks a request closed by a cap (full), `false`
+/// one closed by the end of the rows.
+pub fn chunks(rows: Vec<Prepared>, caps: Caps) -> Vec<(Vec<Prepared>, bool)> {
+    let mut out = Vec::new();
+    let mut current: Vec<Prepared> = Vec::new();
+    // The request envelope, then per row `{"insertId":"…","json":…},`.
+    let envelope = 64;
+    let mut bytes = envelope;
+    for row in rows {
+        let size = row_size(&row);
+        if !current.is_empty() && (current.len() >= caps.max_rows || bytes + size > caps.max_bytes) {
+            out.push((std::mem::take(&mut current), true));
+            bytes = envelope;
+        }
+        bytes += size;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        let full = current.len() >= caps.max_rows;
+        out.push((current, full));
+    }
+    out
+}
+
+fn row_size(row: &Prepared) -> usize {
+    // serde_json's length of the object plus the insertId wrapper.
+    serde_json::to_string(&row.json).map_or(0, |s| s.len()) + row.insert_id.len() + 24
+}
+
+/// The insertAll request body.
+pub fn body(rows: &[Prepared]) -> Value {
+    let rows: Vec<Value> = rows.iter().map(|r| json!({"insertId": r.insert_id, "json": r.json})).collect();
+    json!({"rows": rows, "skipInvalidRows": false, "ignoreUnknownValues": false})
+}
+
+/// Reads `insertErrors` into one verdict per row of the request.
+pub fn verdicts(response: &Value, rows: usize) -> Vec<Verdict> {
+    let mut out = vec![Verdict::Inserted; rows];
+    for entry in response["insertErrors"].as_array().into_iter().flatten() {
+        let Some(index) = entry["index"].as_u64().and_then(|i| usize::try_from(i).ok()).filter(|&i| i < rows) else {
+            continue;
+        };
+        let errors = entry["errors"].as_array().cloned().unwrap_or_default();
+        // A row is invalid if any of its errors is not `stopped`.
+        out[index] = match errors.iter().find(|e| e["reason"] != "stopped") {
+            Some(e) => Verdict::Invalid {
+                reason: e["reason"].as_str().unwrap_or("invalid").to_owned(),
+                location: e["location"].as_str().filter(|l| !l.is_empty()).map(str::to_owned),
+                message: e["message"].as_str().unwrap_or_default().to_owned(),
+            },
+            None => Verdict::Stopped,
+        };
+    }
+    out
+}
+
+/// Writes one table's rows: requests in parallel, each retried on its own until the deadline.
+pub async fn write(
+    rest: &Arc<Rest>,
+    table: &str,
+    rows: Vec<Prepared>,
+    caps: Caps,
+    deadline: Instant,
+    deadline_ms: u64,
+    telemetry: &Telemetry,
+) -> Result<TableReport, BigQueryError> {
+    let requests = chunks(rows, caps);
+    let results =
+        futures::future::join_all(requests.into_iter().map(|(rows, full)| {
+            request(rest, table, rows, full, deadline, deadline_ms, telemetry)
+        }))
+        .await;
+    let mut report = TableReport::default();
+    for r in results {
+        let r = r?;
+        report.refused.extend(r.refused);
+        report.inserted += r.inserted;
+    }
+    Ok(report)
+}
+
+async fn request(
+    rest: &Rest,
+    table: &str,
+    mut rows: Vec<Prepared>,
+    full: bool,
+    deadline: Instant,
+    deadline_ms: u64,
+    telemetry: &Telemetry,
+) -> Result<TableReport, BigQueryError> {
+    let mut report = TableReport::default();
+    let mut first = true;
+    while !rows.is_empty() {
+        let body = body(&rows);
+        let bytes = serde_json::to_vec(&body).map_or(0, |b| b.len());
+        telemetry.request("insertall", rows.len(), bytes, first && full);
+        first = false;
+        let response = retry::until(deadline, deadline_ms, || rest.insert_all(table, &body), |_| telemetry.retry("insertall"))
+            .await?;
+        let verdicts = verdicts(&response, rows.len());
+        let mut stopped = Vec::new();
+        let mut invalid_now = false;
+        for (row, verdict) in rows.into_iter().zip(verdicts) {
+            match verdict {
+                Verdict::Inserted => report.inserted += 1,
+                Verdict::Stopped => stopped.push(row),
+                Verdict::Invalid { reason, location, message } => {
+                    invalid_now = true;
+                    report.refused.push(RowError {
+                        index: u32::try_from(row.index).unwrap_or(u32::MAX),
+                        reason,
+                        location,
+                        message,
+                    });
+                }
+            }
+        }
+        // Only `stopped` rows go again, at once when an invalid row explains them; otherwise after a
+        // pause, and never past the deadline.
+        if !stopped.is_empty() && !invalid_now {
+            if Instant::now() >= deadline {
+                return Err(BigQueryError::Deadline { deadline_ms, last: "rows kept coming back `stopped`".into() });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        rows = stopped;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+
+    fn rows(n: usize, pad: usize) -> Vec<Prepared> {
+        (0..n)
+            .map(|i| {
+                let mut json = Map::new();
+                json.insert("p".into(), Value::String("x".repeat(pad)));
+                Prepared { index: i, insert_id: format!("id{i}"), json }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_are_cut_at_the_row_cap_and_marked_full() {
+        let got = chunks(rows(1_201, 10), Caps { max_rows: 500, max_bytes: 10 << 20 });
+        let shape: Vec<(usize, bool)> = got.iter().map(|(r, f)| (r.len(), *f)).collect();
+        assert_eq!(shape, vec![(500, true), (500, true), (201, false)]);
+        assert_eq!(got[2].0[0].index, 1_000, "order is kept");
+    }
+
+    #[test]
+    fn requests_are_cut_at_the_byte_cap_and_a_huge_row_travels_alone() {
+        let got = chunks(rows(10, 1_000), Caps { max_rows: 500, max_bytes: 3_500 });
+        assert!(got.iter().all(|(r, _)| r.len() == 3 || r.len() == 1), "{:?}", got.iter().map(|c| c.0.len()).collect::<Vec<_>>());
+        assert!(got[0].1);
+        let got = chunks(rows(2, 5_000), Caps { max_rows: 500, max_bytes: 3_500 });
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn insert_errors_map_to_invalid_and_stopped() {
+        let response = serde_json::json!({"insertErrors": [
+            {"index": 1, "errors": [{"reason": "invalid", "location": "timestamp", "message": "Could not parse 'x' as a timestamp."}]},
+            {"index": 0, "errors": [{"reason": "stopped", "location": "", "message": ""}]},
+            {"index": 9, "errors": [{"reason": "invalid"}]},
+        ]});
+        let v = verdicts(&response, 3);
+        assert_eq!(v[0], Verdict::Stopped);
+        assert_eq!(
+            v[1],
+            Verdict::Invalid {
+                reason: "invalid".into(),
+                location: Some("timestamp".into()),
+                message: "Could not parse 'x' as a timestamp.".into()
+            }
+        );
+        assert_eq!(v[2], Verdict::Inserted);
+        assert_eq!(verdicts(&serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"}), 2), vec![Verdict::Inserted; 2]);
+    }
+}

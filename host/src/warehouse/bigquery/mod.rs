@@ -1,0 +1,236 @@
+//! BigQuery as the warehouse. Tables are created and evolved over REST ([`rest`]); rows stream with
+//! `tabledata.insertAll` ([`insert_all`]) or the Storage Write API ([`storage_write`]), chosen by
+//! `sink.backend`. The contract is the embedded warehouse's: `write` returns only when BigQuery has
+//! accepted every row it does not report as refused, or fails as a whole (the pushes get 503).
+//!
+//! Role files: [`auth`] (tokens, host only), [`rest`] (REST calls, DDL), [`rows`] (schema evolution,
+//! dedup columns), [`encoder`] (proto rows), [`ledger`] (exactly-once state), [`retry`] (backoff to a
+//! deadline), [`error`].
+
+pub mod auth;
+pub mod encoder;
+pub mod error;
+pub mod insert_all;
+pub mod ledger;
+pub mod rest;
+pub mod rows;
+pub mod retry;
+pub mod storage_write;
+pub mod views;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio::time::Instant;
+use tributary_model::{Row, RowError};
+
+use self::error::BigQueryError;
+use self::rest::{Field, Rest};
+use self::rows::Prepared;
+use self::storage_write::StorageWrite;
+use super::schema::{self, TableSchema};
+use super::{Warehouse, WarehouseError, WriteReport};
+use crate::config::{Backend, BigQueryConfig, NewFields};
+use crate::metrics::{ApiLabels, Metrics};
+
+/// Request caps, named after the API limits they respect.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+}
+
+/// What one table's write did; indices are the flush's.
+#[derive(Debug, Default)]
+pub struct TableReport {
+    pub refused: Vec<RowError>,
+    pub inserted: usize,
+    pub duplicates: usize,
+}
+
+/// Request metrics, shared by both APIs.
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
+}
+
+impl Telemetry {
+    #[expect(clippy::cast_precision_loss, reason = "histograms of sizes")]
+    pub fn request(&self, api: &str, rows: usize, bytes: usize, full: bool) {
+        let labels = ApiLabels { api: api.into() };
+        self.metrics.bigquery_requests.get_or_create(&labels).inc();
+        if full {
+            self.metrics.bigquery_full_requests.get_or_create(&labels).inc();
+        }
+        self.metrics.bigquery_request_rows.get_or_create(&labels).observe(rows as f64);
+        self.metrics.bigquery_request_bytes.get_or_create(&labels).observe(bytes as f64);
+    }
+
+    pub fn retry(&self, api: &str) {
+        self.metrics.bigquery_retries.get_or_create(&ApiLabels { api: api.into() }).inc();
+    }
+}
+
+enum Writer {
+    InsertAll,
+    StorageWrite(Box<StorageWrite>),
+}
+
+/// The BigQuery warehouse. Its calls are async; it runs them on a runtime of its own, since the
+/// group commit calls `write` from its dedicated thread.
+pub struct BigQuery {
+    runtime: tokio::runtime::Runtime,
+    inner: Inner,
+}
+
+struct Inner {
+    config: BigQueryConfig,
+    rest: Arc<Rest>,
+    writer: Writer,
+    builtin: Vec<TableSchema>,
+    /// Live schemas of the tables written so far.
+    tables: HashMap<String, Vec<Field>>,
+    telemetry: Telemetry,
+}
+
+impl BigQuery {
+    /// Connects and, with `auto_create`, creates the dataset. Blocking: call it off the async runtime.
+    pub fn connect(
+        config: &BigQueryConfig,
+        backend: Backend,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BigQueryError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("bigquery")
+            .enable_all()
+            .build()
+            .map_err(|e| BigQueryError::Schema { table: "-".into(), message: format!("starting the BigQuery runtime: {e}") })?;
+        let inner = runtime.block_on(async {
+            let auth = Arc::new(auth::Auth::new(config.credentials).await?);
+            let rest = Arc::new(Rest::new(config, Arc::clone(&auth))?);
+            if config.auto_create {
+                rest.ensure_dataset(&config.location).await?;
+            }
+            let writer = match backend {
+                Backend::BigqueryWrite => {
+                    let w = StorageWrite::connect(config, auth, data_dir)?;
+                    w.prune()?;
+                    Writer::StorageWrite(Box::new(w))
+                }
+                _ => Writer::InsertAll,
+            };
+            Ok::<_, BigQueryError>(Inner {
+                config: config.clone(),
+                rest,
+                writer,
+                builtin: schema::builtin(),
+                tables: HashMap::new(),
+                telemetry: Telemetry { metrics },
+            })
+        })?;
+        Ok(Self { runtime, inner })
+    }
+}
+
+impl Warehouse for BigQuery {
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+        let Self { runtime, inner } = self;
+        runtime.block_on(inner.write(rows)).map_err(|e| WarehouseError::Write(e.to_string()))
+    }
+}
+
+impl Inner {
+    async fn write(&mut self, rows: &[Row]) -> Result<WriteReport, BigQueryError> {
+        let deadline = Instant::now() + self.config.retry_deadline();
+        let deadline_ms = self.config.retry_deadline_ms;
+        let inserted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut report = WriteReport::default();
+        // Group by table, keeping flush indices.
+        let mut by_table: Vec<(String, Vec<Prepared>)> = Vec::new();
+        for (index, row) in rows.iter().enumerate() {
+            let json = match serde_json::from_str::<Value>(&row.json) {
+                Ok(Value::Object(m)) => m,
+                Ok(_) => {
+                    report.refused.push(refused(index, None, "row must be a JSON object".into()));
+                    continue;
+                }
+                Err(e) => {
+                    report.refused.push(refused(index, None, format!("row is not valid JSON: {e}")));
+                    continue;
+                }
+            };
+            let prepared = Prepared { index, insert_id: row.insert_id.clone(), json };
+            match by_table.iter_mut().find(|(t, _)| *t == row.table) {
+                Some((_, list)) => list.push(prepared),
+                None => by_table.push((row.table.clone(), vec![prepared])),
+            }
+        }
+        for (table, mut rows) in by_table {
+            let Some(mut fields) = self.fields(&table, deadline).await? else {
+                for r in rows {
+                    report.refused.push(RowError {
+                        index: u32::try_from(r.index).unwrap_or(u32::MAX),
+                        reason: "notFound".into(),
+                        location: None,
+                        message: format!("Not found: Table {}:{}.{table}", self.rest.project(), self.rest.dataset()),
+                    });
+                }
+                continue;
+            };
+            match self.config.new_fields {
+                NewFields::Properties => rows.iter_mut().for_each(|r| rows::fold_into_properties(&fields, &mut r.json)),
+                NewFields::AddColumn => {
+                    let new = rows::new_columns(&fields, &rows);
+                    if !new.is_empty() {
+                        let names: Vec<&str> = new.iter().map(|f| f.name.as_str()).collect();
+                        tracing::info!(table, columns = ?names, "adding NULLABLE columns (new_fields = add-column)");
+                        fields = retry::until(deadline, deadline_ms, || self.rest.add_columns(&table, &fields, &new), |_| {})
+                            .await?;
+                        self.tables.insert(table.clone(), fields.clone());
+                    }
+                }
+            }
+            rows.iter_mut().for_each(|r| rows::finish(&fields, r, &inserted_at));
+            let table_report = match &mut self.writer {
+                Writer::InsertAll => {
+                    let caps = Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
+                    insert_all::write(&self.rest, &table, rows, caps, deadline, deadline_ms, &self.telemetry).await?
+                }
+                Writer::StorageWrite(w) => w.write(&table, &fields, rows, deadline, deadline_ms, &self.telemetry).await?,
+            };
+            report.refused.extend(table_report.refused);
+            report.inserted += table_report.inserted;
+            report.duplicates += table_report.duplicates;
+        }
+        report.refused.sort_by_key(|e| e.index);
+        Ok(report)
+    }
+
+    /// The table's live columns: cached, else read, else created (built-in tables, `auto_create`).
+    async fn fields(&mut self, table: &str, deadline: Instant) -> Result<Option<Vec<Field>>, BigQueryError> {
+        if let Some(f) = self.tables.get(table) {
+            return Ok(Some(f.clone()));
+        }
+        let ms = self.config.retry_deadline_ms;
+        let mut fields = retry::until(deadline, ms, || self.rest.get_table(table), |_| {}).await?;
+        if fields.is_none()
+            && self.config.auto_create
+            && let Some(schema) = self.builtin.iter().find(|t| t.name == table)
+        {
+            let resource = rest::table_resource(self.rest.project(), self.rest.dataset(), schema, self.config.partition);
+            tracing::info!(table, "creating table");
+            fields = Some(retry::until(deadline, ms, || self.rest.create_table(table, &resource), |_| {}).await?);
+        }
+        if let Some(f) = &fields {
+            self.tables.insert(table.to_owned(), f.clone());
+        }
+        Ok(fields)
+    }
+}
+
+fn refused(index: usize, location: Option<String>, message: String) -> RowError {
+    RowError { index: u32::try_from(index).unwrap_or(u32::MAX), reason: "invalid".into(), location, message }
+}
