@@ -108,7 +108,7 @@ impl BigQuery {
             .enable_all()
             .build()
             .map_err(|e| BigQueryError::Schema { table: "-".into(), message: format!("starting the BigQuery runtime: {e}") })?;
-        let inner = runtime.block_on(async {
+        let mut inner = runtime.block_on(async {
             let auth = Arc::new(auth::Auth::new(config.credentials).await?);
             let rest = Arc::new(Rest::new(config, Arc::clone(&auth))?);
             if config.auto_create {
@@ -131,6 +131,13 @@ impl BigQuery {
                 telemetry: Telemetry { metrics },
             })
         })?;
+        if config.auto_create {
+            // The built-in tables exist from the start, so views and queries can rely on them.
+            let deadline = Instant::now() + config.retry_deadline();
+            for table in schema::builtin() {
+                runtime.block_on(inner.fields(table.name, deadline))?;
+            }
+        }
         Ok(Self { runtime, inner })
     }
 }
@@ -193,7 +200,17 @@ impl Inner {
                     }
                 }
             }
-            rows.iter_mut().for_each(|r| rows::finish(&fields, r, &inserted_at));
+            let mut fitting = Vec::with_capacity(rows.len());
+            for mut r in rows {
+                match rows::type_conflict(&fields, &r.json) {
+                    Some((column, message)) => report.refused.push(refused(r.index, Some(column), message)),
+                    None => {
+                        rows::finish(&fields, &mut r, &inserted_at);
+                        fitting.push(r);
+                    }
+                }
+            }
+            let rows = fitting;
             let table_report = match &mut self.writer {
                 Writer::InsertAll => {
                     let caps = Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };

@@ -87,6 +87,24 @@ pub fn fold_into_properties(fields: &[Field], row: &mut Map<String, Value>) {
     }
 }
 
+/// A value that can never fit its column: an object or array for a scalar column (e.g. a field added as
+/// STRING by schema evolution that later arrives as an object). Refused before the request, with
+/// BigQuery's wording, so it is dead-lettered whatever the backend; subtler mismatches are left to
+/// BigQuery's own checks.
+pub fn type_conflict(fields: &[Field], row: &Map<String, Value>) -> Option<(String, String)> {
+    row.iter().find_map(|(name, value)| {
+        let field = fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))?;
+        let structured = field.canonical_type() == "JSON" || field.canonical_type() == "RECORD" || field.mode == "REPEATED";
+        match value {
+            Value::Object(_) if !structured => Some((field.name.clone(), format!("This field: {} is not a record.", field.name))),
+            Value::Array(_) if !structured => {
+                Some((field.name.clone(), format!("Array specified for non-repeated field: {}.", field.name)))
+            }
+            _ => None,
+        }
+    })
+}
+
 /// Adds `_insert_id` and `_inserted_at` when the table has them, and turns JSON-typed values into
 /// the JSON text insertAll and the Storage Write API expect.
 pub fn finish(fields: &[Field], row: &mut Prepared, inserted_at: &str) {
@@ -146,6 +164,17 @@ mod tests {
         let got: Vec<(&str, &str)> = new.iter().map(|f| (f.name.as_str(), f.ty.as_str())).collect();
         assert_eq!(got, vec![("b", "FLOAT64"), ("a", "STRING"), ("c", "JSON"), ("d", "INT64")]);
         assert!(new.iter().all(|f| f.mode == "NULLABLE"));
+    }
+
+    #[test]
+    fn structured_values_for_scalar_columns_conflict() {
+        let mut f = fields();
+        f.push(Field::new("device", "STRING", false));
+        let r = row(json!({"event_id": "e", "device": {"v": 1}, "properties": {"ok": [1]}}));
+        assert_eq!(type_conflict(&f, &r.json), Some(("device".into(), "This field: device is not a record.".into())));
+        let r = row(json!({"event_id": "e", "device": ["a"]}));
+        assert_eq!(type_conflict(&f, &r.json).map(|c| c.1), Some("Array specified for non-repeated field: device.".into()));
+        assert_eq!(type_conflict(&f, &row(json!({"event_id": "e", "device": "x"})).json), None);
     }
 
     #[test]
