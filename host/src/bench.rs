@@ -59,7 +59,12 @@ pub struct SinkPass {
 }
 
 /// Saturates the group commit into one BigQuery backend and reads its request metrics.
-async fn sink_pass(options: &BenchOptions, backend: Backend, stream: WriteStream, name: &'static str) -> anyhow::Result<SinkPass> {
+async fn sink_pass(
+    options: &BenchOptions,
+    backend: Backend,
+    stream: WriteStream,
+    name: &'static str,
+) -> anyhow::Result<SinkPass> {
     use crate::sink::GroupCommit;
     use crate::warehouse::bigquery::{BigQuery, auth::Auth, rest::Rest};
     let api = options.bigquery_api_endpoint.clone().context("no endpoint")?;
@@ -76,7 +81,8 @@ async fn sink_pass(options: &BenchOptions, backend: Backend, stream: WriteStream
         retry_deadline_ms: 55_000,
         ..BigQueryConfig::default()
     };
-    let sink_config = SinkConfig { backend, max_queued_rows: 100_000, write_timeout_ms: 60_000, ..SinkConfig::default() };
+    let sink_config =
+        SinkConfig { backend, max_queued_rows: 100_000, write_timeout_ms: 60_000, ..SinkConfig::default() };
     let metrics = crate::metrics::Metrics::new();
     let warehouse = {
         let (bq, dir, m) = (bq.clone(), dir.clone(), std::sync::Arc::clone(&metrics));
@@ -133,7 +139,8 @@ async fn sink_pass(options: &BenchOptions, backend: Backend, stream: WriteStream
     let full = value("tributary_bigquery_full_requests_total");
     let request_rows = value("tributary_bigquery_request_rows_sum");
     let rest = Rest::new(&bq, std::sync::Arc::new(Auth::new(Credentials::Anonymous).await?))?;
-    let counted = rest.query(&format!("SELECT COUNT(*) AS n FROM `{}.{}.streaming_events`", bq.project, bq.dataset)).await?;
+    let counted =
+        rest.query(&format!("SELECT COUNT(*) AS n FROM `{}.{}.streaming_events`", bq.project, bq.dataset)).await?;
     let n = counted["rows"][0]["f"][0]["v"].as_str().and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
     let expected = writes * 10;
     let _ = std::fs::remove_dir_all(&dir);
@@ -402,7 +409,7 @@ impl fmt::Display for Report {
                     p.rows_per_flush,
                     p.requests_per_flush,
                     p.rows_per_request,
-                    p.full_fraction * 100.0
+                    p.full_fraction.max(0.0) * 100.0
                 )?;
             }
             write!(f, "(full = closed by the row or byte cap; the last request of a run is partial by design)")?;

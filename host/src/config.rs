@@ -322,7 +322,10 @@ impl Config {
         if self.sink.backend != Backend::Embedded {
             let bq = &self.bigquery;
             if bq.project.is_empty() || bq.dataset.is_empty() {
-                return invalid(format!("sink.backend = {:?} needs bigquery.project and bigquery.dataset", self.sink.backend));
+                return invalid(format!(
+                    "sink.backend = {:?} needs bigquery.project and bigquery.dataset",
+                    self.sink.backend
+                ));
             }
             if bq.retry_deadline_ms >= self.sink.write_timeout_ms {
                 return invalid(format!(
@@ -331,7 +334,9 @@ impl Config {
                 ));
             }
             if bq.insertall_max_rows == 0 || bq.insertall_max_bytes < 1024 || bq.append_max_bytes < 1024 {
-                return invalid("bigquery.insertall_max_rows must be at least 1 and the byte caps at least 1024".into());
+                return invalid(
+                    "bigquery.insertall_max_rows must be at least 1 and the byte caps at least 1024".into(),
+                );
             }
             if bq.insertall_max_bytes > 10 << 20 || bq.append_max_bytes > 10 << 20 {
                 return invalid("bigquery request byte caps must stay within BigQuery's 10 MB per request".into());

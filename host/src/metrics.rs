@@ -90,7 +90,11 @@ impl Metrics {
         let queue_rows = Gauge::default();
         registry.register("queue_rows", "Rows waiting for a flush", queue_rows.clone());
         let bigquery_requests = Family::<ApiLabels, Counter>::default();
-        registry.register("bigquery_requests", "Requests sent to BigQuery (insertAll or AppendRows), by API", bigquery_requests.clone());
+        registry.register(
+            "bigquery_requests",
+            "Requests sent to BigQuery (insertAll or AppendRows), by API",
+            bigquery_requests.clone(),
+        );
         let bigquery_full_requests = Family::<ApiLabels, Counter>::default();
         registry.register(
             "bigquery_full_requests",
@@ -100,11 +104,16 @@ impl Metrics {
         let bigquery_request_rows =
             Family::<ApiLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 2.0, 14)));
         registry.register("bigquery_request_rows", "Rows per BigQuery request", bigquery_request_rows.clone());
-        let bigquery_request_bytes =
-            Family::<ApiLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(256.0, 2.0, 17)));
+        let bigquery_request_bytes = Family::<ApiLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(256.0, 2.0, 17))
+        });
         registry.register("bigquery_request_bytes", "Body bytes per BigQuery request", bigquery_request_bytes.clone());
         let bigquery_retries = Family::<ApiLabels, Counter>::default();
-        registry.register("bigquery_retries", "BigQuery calls retried after a transient failure", bigquery_retries.clone());
+        registry.register(
+            "bigquery_retries",
+            "BigQuery calls retried after a transient failure",
+            bigquery_retries.clone(),
+        );
         Arc::new(Self {
             registry,
             pushes,

@@ -50,7 +50,8 @@ async fn lands_once(backend: &str, extra: &str) {
     corpus.extend((0..10).map(|i| (format!("not json {i}").into_bytes(), json!({}))));
     let ids = pubsub.publish("events", &corpus).await;
 
-    wait_rows(&bq, "SELECT COUNT(DISTINCT message_id) FROM tributary.streaming_events", 240, "240 events in BigQuery").await;
+    wait_rows(&bq, "SELECT COUNT(DISTINCT message_id) FROM tributary.streaming_events", 240, "240 events in BigQuery")
+        .await;
     wait_rows(&bq, "SELECT COUNT(DISTINCT message_id) FROM tributary.dead_letter", 10, "10 dead letters").await;
     // Let the second subscription's deliveries finish, then push a few again by hand.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -81,7 +82,9 @@ async fn lands_once(backend: &str, extra: &str) {
     let reasons = bq.query("SELECT error_reason, stage, COUNT(*) AS n FROM tributary.dead_letter GROUP BY 1, 2");
     assert_eq!(reasons, vec![json!({"error_reason": "not-json", "stage": "transform", "n": 10})]);
     let schema = bq.verify("schema", "tributary.streaming_events");
-    assert!(schema.as_array().expect("fields").contains(&json!({"name": "properties", "type": "JSON", "mode": "NULLABLE"})));
+    assert!(
+        schema.as_array().expect("fields").contains(&json!({"name": "properties", "type": "JSON", "mode": "NULLABLE"}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,18 +132,28 @@ async fn refusals_and_new_columns(backend: &str, extra: &str) {
 
     let schema = bq.verify("schema", "tributary.streaming_events");
     assert!(
-        schema.as_array().expect("fields").contains(&json!({"name": "device_model", "type": "STRING", "mode": "NULLABLE"})),
+        schema
+            .as_array()
+            .expect("fields")
+            .contains(&json!({"name": "device_model", "type": "STRING", "mode": "NULLABLE"})),
         "{schema}"
     );
     assert_eq!(
         bq.query("SELECT event_id, device_model FROM tributary.streaming_events ORDER BY event_id"),
-        vec![json!({"event_id": "plain", "device_model": null}), json!({"event_id": "with-device", "device_model": "pixel-9"})]
+        vec![
+            json!({"event_id": "plain", "device_model": null}),
+            json!({"event_id": "with-device", "device_model": "pixel-9"})
+        ]
     );
-    let dead = bq.query("SELECT stage, error_reason, error_message, payload_text FROM tributary.dead_letter ORDER BY failed_at");
+    let dead = bq
+        .query("SELECT stage, error_reason, error_message, payload_text FROM tributary.dead_letter ORDER BY failed_at");
     assert_eq!(dead.len(), 2, "{dead:?}");
     assert_eq!((dead[0]["stage"].as_str(), dead[0]["error_reason"].as_str()), (Some("sink"), Some("invalid")));
     let message = dead[0]["error_message"].as_str().expect("message");
-    assert!(message.contains("timestamp") && message.contains("not a time"), "BigQuery's reason and location: {message}");
+    assert!(
+        message.contains("timestamp") && message.contains("not a time"),
+        "BigQuery's reason and location: {message}"
+    );
     assert!(dead[0]["payload_text"].as_str().expect("payload").contains("bad-ts"));
     let message = dead[1]["error_message"].as_str().expect("message");
     assert!(message.contains("device_model"), "the conflicting column is named: {message}");
@@ -199,7 +212,13 @@ async fn insertall_retries_through_injected_faults_without_loss() {
     pubsub.create_topic("events").await;
     pubsub.create_push_subscription("events-faulty", "events", &host.push_url(), false).await;
     pubsub.publish("events", &events(150)).await;
-    wait_rows(&bq, "SELECT COUNT(DISTINCT message_id) FROM tributary.streaming_events", 150, "150 events through the faults").await;
+    wait_rows(
+        &bq,
+        "SELECT COUNT(DISTINCT message_id) FROM tributary.streaming_events",
+        150,
+        "150 events through the faults",
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(bq.count("SELECT COUNT(*) FROM tributary.streaming_events"), 150, "insertId dedup absorbed the retries");
     assert_eq!(bq.count("SELECT COUNT(*) FROM tributary.dead_letter"), 0);
@@ -261,14 +280,24 @@ async fn shipped_views_compute_the_seed_metrics() {
     }
     let spike = (minute0 - TimeDelta::minutes(2)).format("%H:%M").to_string();
     let normal = (minute0 - TimeDelta::minutes(3)).format("%H:%M").to_string();
-    let by_minute = |m: &str| rows.iter().find(|r| r["minute"] == m).cloned().unwrap_or_else(|| panic!("minute {m} in {rows:?}"));
+    let by_minute =
+        |m: &str| rows.iter().find(|r| r["minute"] == m).cloned().unwrap_or_else(|| panic!("minute {m} in {rows:?}"));
     let s = by_minute(&spike);
-    assert_eq!((number(&s["events_count"]), s["traffic_status"].as_str(), s["user_status"].as_str()), (20.0, Some("HIGH_TRAFFIC"), Some("USER_SPIKE")));
+    assert_eq!(
+        (number(&s["events_count"]), s["traffic_status"].as_str(), s["user_status"].as_str()),
+        (20.0, Some("HIGH_TRAFFIC"), Some("USER_SPIKE"))
+    );
     let n = by_minute(&normal);
-    assert_eq!((number(&n["events_count"]), n["traffic_status"].as_str(), n["user_status"].as_str()), (5.0, Some("NORMAL"), Some("NORMAL")));
+    assert_eq!(
+        (number(&n["events_count"]), n["traffic_status"].as_str(), n["user_status"].as_str()),
+        (5.0, Some("NORMAL"), Some("NORMAL"))
+    );
 
     let activity = bq.query("SELECT event_type, event_count, unique_users FROM tributary.realtime_activity");
     assert_eq!(activity.len(), 1);
-    assert_eq!((number(&activity[0]["event_count"]), number(&activity[0]["unique_users"])), (total as f64, total as f64));
+    assert_eq!(
+        (number(&activity[0]["event_count"]), number(&activity[0]["unique_users"])),
+        (total as f64, total as f64)
+    );
     assert_eq!(bq.count("SELECT SUM(events) FROM tributary.dashboard_summary"), total);
 }

@@ -285,9 +285,9 @@ pub struct BigQueryEmulator {
 }
 
 fn bq_venv() -> PathBuf {
-    std::env::var_os("TRIBUTARY_BQ_VENV").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/bq-venv")
-    })
+    std::env::var_os("TRIBUTARY_BQ_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/bq-venv"))
 }
 
 impl BigQueryEmulator {
@@ -307,7 +307,15 @@ impl BigQueryEmulator {
         let launcher = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/emulators/bigquery_launch.py");
         let child = Command::new(&python)
             .arg(launcher)
-            .args(["serve", "--host", "127.0.0.1", "--port", &rest_port.to_string(), "--grpc-port", &grpc_port.to_string()])
+            .args([
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &rest_port.to_string(),
+                "--grpc-port",
+                &grpc_port.to_string(),
+            ])
             .args(["--project", project, "--data-dir"])
             .arg(&data)
             .env("LBQ_EXT_DIR", venv.join("duckdb_ext"))
@@ -325,9 +333,11 @@ impl BigQueryEmulator {
             _child: ChildGuard(child),
         };
         let url = format!("{}/bigquery/v2/projects/{project}/datasets", me.rest);
-        wait_for(&format!("local-bigquery (log: {})", data.join("emulator.log").display()), Duration::from_secs(60), || async {
-            reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ())
-        })
+        wait_for(
+            &format!("local-bigquery (log: {})", data.join("emulator.log").display()),
+            Duration::from_secs(60),
+            || async { reqwest_get(&url).await.filter(|(s, _)| *s == 200).map(|_| ()) },
+        )
         .await;
         me
     }
@@ -362,7 +372,9 @@ impl BigQueryEmulator {
         let rows = self.query(sql);
         let row = rows.first().and_then(Value::as_object).unwrap_or_else(|| panic!("one row from {sql}"));
         let v = row.values().next().expect("a column");
-        v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("a number from {sql}: {v}"))
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("a number from {sql}: {v}"))
     }
 }
 
@@ -453,7 +465,9 @@ impl FaultProxy {
                                 .body(Full::new(bytes))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });

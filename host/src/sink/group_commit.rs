@@ -255,7 +255,14 @@ mod tests {
     }
 
     fn config() -> SinkConfig {
-        SinkConfig { max_rows: 100, max_bytes: 1 << 20, linger_ms: 20, max_queued_rows: 1_000, write_timeout_ms: 5_000, ..SinkConfig::default() }
+        SinkConfig {
+            max_rows: 100,
+            max_bytes: 1 << 20,
+            linger_ms: 20,
+            max_queued_rows: 1_000,
+            write_timeout_ms: 5_000,
+            ..SinkConfig::default()
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

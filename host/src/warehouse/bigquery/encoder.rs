@@ -48,7 +48,10 @@ impl RowEncoder {
         let mut descriptor = DescriptorProto { name: Some("Row".into()), ..Default::default() };
         for (i, f) in fields.iter().enumerate() {
             let ty = proto_type(f).ok_or_else(|| {
-                format!("table {table}: column {} has type {}, which the Storage Write encoder does not support", f.name, f.ty)
+                format!(
+                    "table {table}: column {} has type {}, which the Storage Write encoder does not support",
+                    f.name, f.ty
+                )
             })?;
             let label = if f.mode == "REPEATED" { Label::Repeated } else { Label::Optional };
             descriptor.field.push(FieldDescriptorProto {
@@ -67,7 +70,8 @@ impl RowEncoder {
         };
         let pool = DescriptorPool::from_file_descriptor_set(FileDescriptorSet { file: vec![file] })
             .map_err(|e| format!("table {table}: building the row descriptor: {e}"))?;
-        let message = pool.get_message_by_name("Row").ok_or_else(|| format!("table {table}: descriptor lost its message"))?;
+        let message =
+            pool.get_message_by_name("Row").ok_or_else(|| format!("table {table}: descriptor lost its message"))?;
         Ok(Self { descriptor, message, fields: fields.to_vec() })
     }
 
@@ -80,7 +84,8 @@ impl RowEncoder {
     pub fn encode(&self, row: &Map<String, Value>) -> Result<Vec<u8>, EncodeError> {
         let mut message = DynamicMessage::new(self.message.clone());
         for (name, value) in row {
-            let Some((i, field)) = self.fields.iter().enumerate().find(|(_, f)| f.name.eq_ignore_ascii_case(name)) else {
+            let Some((i, field)) = self.fields.iter().enumerate().find(|(_, f)| f.name.eq_ignore_ascii_case(name))
+            else {
                 return Err(EncodeError { location: Some(name.clone()), message: format!("no such field: {name}.") });
             };
             if value.is_null() {
@@ -98,7 +103,8 @@ impl RowEncoder {
             message.set_field(&descriptor, encoded);
         }
         if let Some(missing) = self.fields.iter().find(|f| {
-            f.mode == "REQUIRED" && row.iter().find(|(k, _)| k.eq_ignore_ascii_case(&f.name)).is_none_or(|(_, v)| v.is_null())
+            f.mode == "REQUIRED"
+                && row.iter().find(|(k, _)| k.eq_ignore_ascii_case(&f.name)).is_none_or(|(_, v)| v.is_null())
         }) {
             return Err(EncodeError {
                 location: Some(missing.name.clone()),
@@ -121,7 +127,9 @@ fn scalar(field: &Field, value: &Value) -> Result<Proto, EncodeError> {
     Ok(match (field.canonical_type(), value) {
         ("JSON", Value::String(s)) => Proto::String(s.clone()),
         ("JSON", v) => Proto::String(v.to_string()),
-        ("STRING" | "NUMERIC" | "BIGNUMERIC" | "DATETIME" | "TIME" | "GEOGRAPHY", Value::String(s)) => Proto::String(s.clone()),
+        ("STRING" | "NUMERIC" | "BIGNUMERIC" | "DATETIME" | "TIME" | "GEOGRAPHY", Value::String(s)) => {
+            Proto::String(s.clone())
+        }
         ("NUMERIC" | "BIGNUMERIC", Value::Number(n)) => Proto::String(n.to_string()),
         ("INT64", Value::Number(n)) => Proto::I64(n.as_i64().ok_or_else(bad)?),
         ("INT64", Value::String(s)) => Proto::I64(s.parse().map_err(|_| bad())?),
@@ -130,7 +138,9 @@ fn scalar(field: &Field, value: &Value) -> Result<Proto, EncodeError> {
         ("BOOL", Value::Bool(b)) => Proto::Bool(*b),
         ("TIMESTAMP", Value::String(s)) => Proto::I64(parse_timestamp(s).ok_or_else(|| EncodeError {
             location: Some(field.name.clone()),
-            message: format!("Could not parse '{s}' as a timestamp. Required format is YYYY-MM-DD HH:MM[:SS[.SSSSSS]] or RFC 3339"),
+            message: format!(
+                "Could not parse '{s}' as a timestamp. Required format is YYYY-MM-DD HH:MM[:SS[.SSSSSS]] or RFC 3339"
+            ),
         })?),
         ("TIMESTAMP", Value::Number(n)) => Proto::I64(n.as_i64().ok_or_else(bad)?),
         ("DATE", Value::String(s)) => {

@@ -23,7 +23,11 @@ pub enum Verdict {
     Inserted,
     /// Held back because another row of the request was invalid: resubmit.
     Stopped,
-    Invalid { reason: String, location: Option<String>, message: String },
+    Invalid {
+        reason: String,
+        location: Option<String>,
+        message: String,
+    },
 }
 
 /// Splits rows into requests under both caps; `true` marks a request closed by a cap (full), `false`
@@ -93,11 +97,10 @@ pub async fn write(
     telemetry: &Telemetry,
 ) -> Result<TableReport, BigQueryError> {
     let requests = chunks(rows, caps);
-    let results =
-        futures::future::join_all(requests.into_iter().map(|(rows, full)| {
-            request(rest, table, rows, full, deadline, deadline_ms, telemetry)
-        }))
-        .await;
+    let results = futures::future::join_all(
+        requests.into_iter().map(|(rows, full)| request(rest, table, rows, full, deadline, deadline_ms, telemetry)),
+    )
+    .await;
     let mut report = TableReport::default();
     for r in results {
         let r = r?;
@@ -123,8 +126,9 @@ async fn request(
         let bytes = serde_json::to_vec(&body).map_or(0, |b| b.len());
         telemetry.request("insertall", rows.len(), bytes, first && full);
         first = false;
-        let response = retry::until(deadline, deadline_ms, || rest.insert_all(table, &body), |_| telemetry.retry("insertall"))
-            .await?;
+        let response =
+            retry::until(deadline, deadline_ms, || rest.insert_all(table, &body), |_| telemetry.retry("insertall"))
+                .await?;
         let verdicts = verdicts(&response, rows.len());
         let mut stopped = Vec::new();
         let mut invalid_now = false;
@@ -183,7 +187,11 @@ mod tests {
     #[test]
     fn requests_are_cut_at_the_byte_cap_and_a_huge_row_travels_alone() {
         let got = chunks(rows(10, 1_000), Caps { max_rows: 500, max_bytes: 3_500 });
-        assert!(got.iter().all(|(r, _)| r.len() == 3 || r.len() == 1), "{:?}", got.iter().map(|c| c.0.len()).collect::<Vec<_>>());
+        assert!(
+            got.iter().all(|(r, _)| r.len() == 3 || r.len() == 1),
+            "{:?}",
+            got.iter().map(|c| c.0.len()).collect::<Vec<_>>()
+        );
         assert!(got[0].1);
         let got = chunks(rows(2, 5_000), Caps { max_rows: 500, max_bytes: 3_500 });
         assert_eq!(got.len(), 2);
@@ -207,6 +215,9 @@ mod tests {
             }
         );
         assert_eq!(v[2], Verdict::Inserted);
-        assert_eq!(verdicts(&serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"}), 2), vec![Verdict::Inserted; 2]);
+        assert_eq!(
+            verdicts(&serde_json::json!({"kind": "bigquery#tableDataInsertAllResponse"}), 2),
+            vec![Verdict::Inserted; 2]
+        );
     }
 }

@@ -59,7 +59,9 @@ impl Ledger {
     pub fn stream(&self, table: &str) -> Result<Option<(String, i64)>, BigQueryError> {
         Ok(self
             .conn
-            .query_row("SELECT stream, next_offset FROM streams WHERE table_name = ?", [table], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT stream, next_offset FROM streams WHERE table_name = ?", [table], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?)
     }
 
@@ -76,14 +78,20 @@ impl Ledger {
     pub fn journal(&self, table: &str) -> Result<Option<Journal>, BigQueryError> {
         let row: Option<(String, i64, String, String)> = self
             .conn
-            .query_row("SELECT stream, start_offset, descriptor, rows FROM journal WHERE table_name = ?", [table], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
+            .query_row(
+                "SELECT stream, start_offset, descriptor, rows FROM journal WHERE table_name = ?",
+                [table],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
             .optional()?;
         let Some((stream, offset, descriptor, rows)) = row else { return Ok(None) };
-        let corrupt = |m: String| BigQueryError::Schema { table: table.into(), message: format!("ledger journal unreadable: {m}") };
-        let descriptor = DescriptorProto::decode(STANDARD.decode(descriptor).map_err(|e| corrupt(e.to_string()))?.as_slice())
-            .map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |m: String| BigQueryError::Schema {
+            table: table.into(),
+            message: format!("ledger journal unreadable: {m}"),
+        };
+        let descriptor =
+            DescriptorProto::decode(STANDARD.decode(descriptor).map_err(|e| corrupt(e.to_string()))?.as_slice())
+                .map_err(|e| corrupt(e.to_string()))?;
         let rows: Vec<(String, String)> = serde_json::from_str(&rows).map_err(|e| corrupt(e.to_string()))?;
         let rows = rows
             .into_iter()
@@ -95,7 +103,8 @@ impl Ledger {
     /// Durably records the batch about to be appended (replaces any earlier one).
     pub fn write_journal(&mut self, table: &str, j: &Journal) -> Result<(), BigQueryError> {
         let rows: Vec<(&str, String)> = j.rows.iter().map(|(id, b)| (id.as_str(), STANDARD.encode(b))).collect();
-        let rows = serde_json::to_string(&rows).map_err(|e| BigQueryError::Schema { table: table.into(), message: e.to_string() })?;
+        let rows = serde_json::to_string(&rows)
+            .map_err(|e| BigQueryError::Schema { table: table.into(), message: e.to_string() })?;
         self.conn.execute(
             "INSERT OR REPLACE INTO journal VALUES (?, ?, ?, ?, ?)",
             params![table, j.stream, j.offset, STANDARD.encode(j.descriptor.encode_to_vec()), rows],

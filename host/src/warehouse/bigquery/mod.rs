@@ -13,8 +13,8 @@ pub mod error;
 pub mod insert_all;
 pub mod ledger;
 pub mod rest;
-pub mod rows;
 pub mod retry;
+pub mod rows;
 pub mod storage_write;
 pub mod views;
 
@@ -107,7 +107,10 @@ impl BigQuery {
             .thread_name("bigquery")
             .enable_all()
             .build()
-            .map_err(|e| BigQueryError::Schema { table: "-".into(), message: format!("starting the BigQuery runtime: {e}") })?;
+            .map_err(|e| BigQueryError::Schema {
+                table: "-".into(),
+                message: format!("starting the BigQuery runtime: {e}"),
+            })?;
         let mut inner = runtime.block_on(async {
             let auth = Arc::new(auth::Auth::new(config.credentials).await?);
             let rest = Arc::new(Rest::new(config, Arc::clone(&auth))?);
@@ -194,8 +197,13 @@ impl Inner {
                     if !new.is_empty() {
                         let names: Vec<&str> = new.iter().map(|f| f.name.as_str()).collect();
                         tracing::info!(table, columns = ?names, "adding NULLABLE columns (new_fields = add-column)");
-                        fields = retry::until(deadline, deadline_ms, || self.rest.add_columns(&table, &fields, &new), |_| {})
-                            .await?;
+                        fields = retry::until(
+                            deadline,
+                            deadline_ms,
+                            || self.rest.add_columns(&table, &fields, &new),
+                            |_| {},
+                        )
+                        .await?;
                         self.tables.insert(table.clone(), fields.clone());
                     }
                 }
@@ -213,10 +221,13 @@ impl Inner {
             let rows = fitting;
             let table_report = match &mut self.writer {
                 Writer::InsertAll => {
-                    let caps = Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
+                    let caps =
+                        Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
                     insert_all::write(&self.rest, &table, rows, caps, deadline, deadline_ms, &self.telemetry).await?
                 }
-                Writer::StorageWrite(w) => w.write(&table, &fields, rows, deadline, deadline_ms, &self.telemetry).await?,
+                Writer::StorageWrite(w) => {
+                    w.write(&table, &fields, rows, deadline, deadline_ms, &self.telemetry).await?
+                }
             };
             report.refused.extend(table_report.refused);
             report.inserted += table_report.inserted;
@@ -237,7 +248,8 @@ impl Inner {
             && self.config.auto_create
             && let Some(schema) = self.builtin.iter().find(|t| t.name == table)
         {
-            let resource = rest::table_resource(self.rest.project(), self.rest.dataset(), schema, self.config.partition);
+            let resource =
+                rest::table_resource(self.rest.project(), self.rest.dataset(), schema, self.config.partition);
             tracing::info!(table, "creating table");
             fields = Some(retry::until(deadline, ms, || self.rest.create_table(table, &resource), |_| {}).await?);
         }

@@ -33,7 +33,12 @@ fn nullable() -> String {
 
 impl Field {
     pub fn new(name: &str, ty: &str, required: bool) -> Self {
-        Self { name: name.into(), ty: ty.into(), mode: if required { "REQUIRED" } else { "NULLABLE" }.into(), fields: vec![] }
+        Self {
+            name: name.into(),
+            ty: ty.into(),
+            mode: if required { "REQUIRED" } else { "NULLABLE" }.into(),
+            fields: vec![],
+        }
     }
 
     /// The legacy and standard SQL names of a type collapse to one (`INTEGER` = `INT64`, ...).
@@ -141,7 +146,8 @@ impl Rest {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await?;
-        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let body: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
         if (200..300).contains(&status) {
             return Ok((status, body));
         }
@@ -157,7 +163,8 @@ impl Rest {
 
     /// Creates the dataset unless it exists.
     pub async fn ensure_dataset(&self, location: &str) -> Result<(), BigQueryError> {
-        let body = json!({"datasetReference": {"projectId": self.project, "datasetId": self.dataset}, "location": location});
+        let body =
+            json!({"datasetReference": {"projectId": self.project, "datasetId": self.dataset}, "location": location});
         match self.call("datasets.insert", self.http.post(format!("{}/datasets", self.base)).json(&body)).await {
             Ok(_) | Err(BigQueryError::Api { status: 409, .. }) => Ok(()),
             Err(e) => Err(e),
@@ -187,7 +194,12 @@ impl Rest {
 
     /// Adds NULLABLE columns (tables.patch with the whole schema, as ALLOW_FIELD_ADDITION requires);
     /// returns the table's new columns.
-    pub async fn add_columns(&self, table: &str, current: &[Field], new: &[Field]) -> Result<Vec<Field>, BigQueryError> {
+    pub async fn add_columns(
+        &self,
+        table: &str,
+        current: &[Field],
+        new: &[Field],
+    ) -> Result<Vec<Field>, BigQueryError> {
         let fields: Vec<&Field> = current.iter().chain(new).collect();
         let body = json!({"schema": {"fields": fields}});
         let (_, body) = self.call("tables.patch", self.http.patch(self.table_url(table)).json(&body)).await?;
@@ -208,8 +220,10 @@ impl Rest {
 }
 
 fn fields_of(table: &str, body: &Value) -> Result<Vec<Field>, BigQueryError> {
-    serde_json::from_value(body["schema"]["fields"].clone())
-        .map_err(|e| BigQueryError::Schema { table: table.into(), message: format!("unreadable schema in the table resource: {e}") })
+    serde_json::from_value(body["schema"]["fields"].clone()).map_err(|e| BigQueryError::Schema {
+        table: table.into(),
+        message: format!("unreadable schema in the table resource: {e}"),
+    })
 }
 
 #[cfg(test)]

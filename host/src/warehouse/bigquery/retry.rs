@@ -11,7 +11,7 @@ use super::error::BigQueryError;
 
 fn backoff() -> ExponentialBuilder {
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
+        .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times()
@@ -30,23 +30,20 @@ where
     Fut: Future<Output = Result<T, BigQueryError>>,
 {
     let last = std::sync::Mutex::new(String::from("none"));
-    let attempt = call
-        .retry(backoff())
-        .sleep(tokio::time::sleep)
-        .when(|e: &BigQueryError| e.is_transient())
-        .notify(|e: &BigQueryError, after: Duration| {
+    let attempt = call.retry(backoff()).sleep(tokio::time::sleep).when(|e: &BigQueryError| e.is_transient()).notify(
+        |e: &BigQueryError, after: Duration| {
             tracing::warn!(error = %e, retry_in_ms = after.as_millis() as u64, "BigQuery call failed; retrying");
             if let Ok(mut l) = last.lock() {
                 *l = e.to_string();
             }
             on_retry(e);
-        });
+        },
+    );
     match tokio::time::timeout_at(deadline, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(BigQueryError::Deadline {
-            deadline_ms,
-            last: last.lock().map(|l| l.clone()).unwrap_or_default(),
-        }),
+        Err(_) => {
+            Err(BigQueryError::Deadline { deadline_ms, last: last.lock().map(|l| l.clone()).unwrap_or_default() })
+        }
     }
 }
 
@@ -68,9 +65,7 @@ mod tests {
         let ok = until(
             deadline,
             5_000,
-            || async {
-                if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(unavailable()) } else { Ok(7) }
-            },
+            || async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(unavailable()) } else { Ok(7) } },
             |_| retries += 1,
         )
         .await;

@@ -94,9 +94,12 @@ pub fn fold_into_properties(fields: &[Field], row: &mut Map<String, Value>) {
 pub fn type_conflict(fields: &[Field], row: &Map<String, Value>) -> Option<(String, String)> {
     row.iter().find_map(|(name, value)| {
         let field = fields.iter().find(|f| f.name.eq_ignore_ascii_case(name))?;
-        let structured = field.canonical_type() == "JSON" || field.canonical_type() == "RECORD" || field.mode == "REPEATED";
+        let structured =
+            field.canonical_type() == "JSON" || field.canonical_type() == "RECORD" || field.mode == "REPEATED";
         match value {
-            Value::Object(_) if !structured => Some((field.name.clone(), format!("This field: {} is not a record.", field.name))),
+            Value::Object(_) if !structured => {
+                Some((field.name.clone(), format!("This field: {} is not a record.", field.name)))
+            }
             Value::Array(_) if !structured => {
                 Some((field.name.clone(), format!("Array specified for non-repeated field: {}.", field.name)))
             }
@@ -148,7 +151,10 @@ mod tests {
     fn unknown_fields_fold_into_properties_unless_the_key_is_taken() {
         let mut r = row(json!({"event_id": "e", "device": "ios", "page": 1, "properties": {"page": 2}}));
         fold_into_properties(&fields(), &mut r.json);
-        assert_eq!(Value::Object(r.json), json!({"event_id": "e", "page": 1, "properties": {"page": 2, "device": "ios"}}));
+        assert_eq!(
+            Value::Object(r.json),
+            json!({"event_id": "e", "page": 1, "properties": {"page": 2, "device": "ios"}})
+        );
         let mut r = row(json!({"event_id": "e", "device": "ios"}));
         fold_into_properties(&fields(), &mut r.json);
         assert_eq!(r.json["properties"], json!({"device": "ios"}));
@@ -173,7 +179,10 @@ mod tests {
         let r = row(json!({"event_id": "e", "device": {"v": 1}, "properties": {"ok": [1]}}));
         assert_eq!(type_conflict(&f, &r.json), Some(("device".into(), "This field: device is not a record.".into())));
         let r = row(json!({"event_id": "e", "device": ["a"]}));
-        assert_eq!(type_conflict(&f, &r.json).map(|c| c.1), Some("Array specified for non-repeated field: device.".into()));
+        assert_eq!(
+            type_conflict(&f, &r.json).map(|c| c.1),
+            Some("Array specified for non-repeated field: device.".into())
+        );
         assert_eq!(type_conflict(&f, &row(json!({"event_id": "e", "device": "x"})).json), None);
     }
 

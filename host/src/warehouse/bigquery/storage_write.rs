@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use googleapis_tonic_google_cloud_bigquery_storage_v1::google::cloud::bigquery::storage::v1 as api;
 use api::big_query_write_client::BigQueryWriteClient;
+use googleapis_tonic_google_cloud_bigquery_storage_v1::google::cloud::bigquery::storage::v1 as api;
 use prost_types::DescriptorProto;
 use tokio::time::Instant;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -31,6 +31,9 @@ use super::rest::Field;
 use super::rows::Prepared;
 use super::{TableReport, Telemetry, retry};
 use crate::config::{BigQueryConfig, WriteStream};
+
+/// A row ready to append: (index in the flush, insert id, serialized message).
+type Encoded = (usize, String, Vec<u8>);
 
 /// How one AppendRows request ended, apart from transport failures.
 #[derive(Debug)]
@@ -113,7 +116,10 @@ impl StorageWrite {
         let parent = format!("{}/tables/{table}", self.parent);
         let message = api::CreateWriteStreamRequest {
             parent: parent.clone(),
-            write_stream: Some(api::WriteStream { r#type: api::write_stream::Type::Committed as i32, ..Default::default() }),
+            write_stream: Some(api::WriteStream {
+                r#type: api::write_stream::Type::Committed as i32,
+                ..Default::default()
+            }),
         };
         let request = self.request(message, &parent).await?;
         let stream = self.client.clone().create_write_stream(request).await?.into_inner();
@@ -148,7 +154,9 @@ impl StorageWrite {
                 return Err(tonic::Status::unavailable("AppendRows closed without a response").into());
             }
             Err(s) if s.code() == tonic::Code::AlreadyExists => return Ok(Appended::AlreadyThere),
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(Appended::StreamGone(s.message().to_owned())),
+            Err(s) if s.code() == tonic::Code::NotFound || s.code() == tonic::Code::OutOfRange => {
+                return Ok(Appended::StreamGone(s.message().to_owned()));
+            }
             Err(s) => return Err(s.into()),
         };
         use api::append_rows_response::Response;
@@ -168,6 +176,13 @@ impl StorageWrite {
                 match code {
                     tonic::Code::AlreadyExists => Ok(Appended::AlreadyThere),
                     tonic::Code::NotFound => Ok(Appended::StreamGone(status.message)),
+                    // The ledger is ahead of the stream: a correct server never gets here (an append
+                    // confirmed as written is in the stream). Rather than stall this table for good,
+                    // start over on a new stream; the error log is the trace of it.
+                    tonic::Code::OutOfRange => {
+                        tracing::error!(stream, offset, message = %status.message, "the write stream is behind the exactly-once ledger; moving to a new stream");
+                        Ok(Appended::StreamGone(status.message))
+                    }
                     tonic::Code::InvalidArgument if status.message.contains("Invalid stream name") => {
                         Ok(Appended::StreamGone(status.message))
                     }
@@ -188,9 +203,10 @@ impl StorageWrite {
         deadline_ms: u64,
         telemetry: &Telemetry,
     ) -> Result<TableReport, BigQueryError> {
-        let encoder = RowEncoder::new(table, fields).map_err(|message| BigQueryError::Schema { table: table.into(), message })?;
+        let encoder =
+            RowEncoder::new(table, fields).map_err(|message| BigQueryError::Schema { table: table.into(), message })?;
         let mut report = TableReport::default();
-        let mut encoded: Vec<(usize, String, Vec<u8>)> = Vec::with_capacity(rows.len());
+        let mut encoded: Vec<Encoded> = Vec::with_capacity(rows.len());
         for row in rows {
             match encoder.encode(&row.json) {
                 Ok(bytes) => encoded.push((row.index, row.insert_id, bytes)),
@@ -222,7 +238,10 @@ impl StorageWrite {
                         }
                         Appended::RowErrors(errors) => pending = drop_refused(pending, &errors, &mut report),
                         Appended::StreamGone(m) => {
-                            return Err(BigQueryError::Schema { table: table.into(), message: format!("_default stream: {m}") });
+                            return Err(BigQueryError::Schema {
+                                table: table.into(),
+                                message: format!("_default stream: {m}"),
+                            });
                         }
                     }
                 }
@@ -236,7 +255,7 @@ impl StorageWrite {
         &mut self,
         table: &str,
         encoder: &RowEncoder,
-        encoded: Vec<(usize, String, Vec<u8>)>,
+        encoded: Vec<Encoded>,
         deadline: Instant,
         deadline_ms: u64,
         telemetry: &Telemetry,
@@ -259,7 +278,9 @@ impl StorageWrite {
             let (stream, offset) = match self.ledger()?.stream(table)? {
                 Some(s) => s,
                 None => {
-                    let name = retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write")).await?;
+                    let name =
+                        retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write"))
+                            .await?;
                     self.ledger_mut()?.set_stream(table, &name)?;
                     (name, 0)
                 }
@@ -304,7 +325,11 @@ impl StorageWrite {
             match outcome {
                 Appended::Written | Appended::AlreadyThere => {
                     if matches!(outcome, Appended::AlreadyThere) {
-                        tracing::info!(table, offset = journal.offset, "append already in the stream (ALREADY_EXISTS): counted as written");
+                        tracing::info!(
+                            table,
+                            offset = journal.offset,
+                            "append already in the stream (ALREADY_EXISTS): counted as written"
+                        );
                     }
                     report.inserted += journal.rows.iter().filter(|(id, _)| owners.contains_key(id)).count();
                     return self.ledger_mut()?.confirm(table, &journal);
@@ -315,15 +340,25 @@ impl StorageWrite {
                         let Some((id, _)) = journal.rows.get(i) else { continue };
                         match owners.get(id) {
                             Some(&index) => report.refused.push(refusal(index, None, message)),
-                            None => tracing::warn!(table, insert_id = %id, %message, "a replayed row was refused; its redelivery will be dead-lettered"),
+                            None => {
+                                tracing::warn!(table, insert_id = %id, %message, "a replayed row was refused; its redelivery will be dead-lettered")
+                            }
                         }
                     }
-                    journal.rows = journal.rows.into_iter().enumerate().filter(|(i, _)| !refused.contains(i)).map(|(_, r)| r).collect();
+                    journal.rows = journal
+                        .rows
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !refused.contains(i))
+                        .map(|(_, r)| r)
+                        .collect();
                     self.ledger_mut()?.write_journal(table, &journal)?;
                 }
                 Appended::StreamGone(message) => {
                     tracing::warn!(table, stream = %journal.stream, %message, "write stream is gone; starting a new one");
-                    let name = retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write")).await?;
+                    let name =
+                        retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write"))
+                            .await?;
                     self.ledger_mut()?.set_stream(table, &name)?;
                     journal.stream = name;
                     journal.offset = 0;
@@ -333,11 +368,17 @@ impl StorageWrite {
     }
 
     fn ledger(&self) -> Result<&Ledger, BigQueryError> {
-        self.ledger.as_ref().ok_or_else(|| BigQueryError::Schema { table: "-".into(), message: "no ledger in default-stream mode".into() })
+        self.ledger.as_ref().ok_or_else(|| BigQueryError::Schema {
+            table: "-".into(),
+            message: "no ledger in default-stream mode".into(),
+        })
     }
 
     fn ledger_mut(&mut self) -> Result<&mut Ledger, BigQueryError> {
-        self.ledger.as_mut().ok_or_else(|| BigQueryError::Schema { table: "-".into(), message: "no ledger in default-stream mode".into() })
+        self.ledger.as_mut().ok_or_else(|| BigQueryError::Schema {
+            table: "-".into(),
+            message: "no ledger in default-stream mode".into(),
+        })
     }
 }
 
@@ -346,11 +387,7 @@ fn refusal(index: usize, location: Option<String>, message: String) -> RowError 
 }
 
 /// Removes the rows BigQuery refused (reported) and returns the rest, to be appended again.
-fn drop_refused(
-    rows: Vec<(usize, String, Vec<u8>)>,
-    errors: &[(usize, String)],
-    report: &mut TableReport,
-) -> Vec<(usize, String, Vec<u8>)> {
+fn drop_refused(rows: Vec<Encoded>, errors: &[(usize, String)], report: &mut TableReport) -> Vec<Encoded> {
     let mut keep = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         match errors.iter().find(|(e, _)| *e == i) {
@@ -362,16 +399,13 @@ fn drop_refused(
 }
 
 /// Splits encoded rows into AppendRows requests under the byte cap; `true` marks a full request.
-fn chunks<T>(rows: Vec<(usize, String, T)>, max_bytes: usize) -> Vec<(Vec<(usize, String, T)>, bool)>
-where
-    T: AsRef<[u8]>,
-{
+fn chunks(rows: Vec<Encoded>, max_bytes: usize) -> Vec<(Vec<Encoded>, bool)> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
     for row in rows {
         // Each serialized row costs its bytes plus a few of framing.
-        let size = row.2.as_ref().len() + 4;
+        let size = row.2.len() + 4;
         if !current.is_empty() && bytes + size > max_bytes {
             out.push((std::mem::take(&mut current), true));
             bytes = 0;
@@ -391,7 +425,7 @@ mod tests {
 
     #[test]
     fn requests_are_cut_under_the_byte_cap() {
-        let rows: Vec<(usize, String, Vec<u8>)> = (0..10).map(|i| (i, format!("id{i}"), vec![0; 96])).collect();
+        let rows: Vec<Encoded> = (0..10).map(|i| (i, format!("id{i}"), vec![0; 96])).collect();
         let got = chunks(rows, 400);
         let shape: Vec<(usize, bool)> = got.iter().map(|(c, f)| (c.len(), *f)).collect();
         assert_eq!(shape, vec![(4, true), (4, true), (2, false)]);
