@@ -474,3 +474,65 @@ impl FaultProxy {
         Self { url, injected, task }
     }
 }
+
+/// FAULT INJECTION: a TCP proxy that can be taken down. Down, it cuts every open connection (calls in
+/// flight fail, possibly after the server acted on them) and closes new ones at once; up, it passes
+/// bytes through. An outage is longer than the server takes to finish a call, so a retry never races the
+/// call it repeats (local-bigquery does not serialize two appends racing for the same offset).
+pub struct Outage {
+    pub url: String,
+    pub cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Outage {
+    pub async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind outage proxy");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (down, open, cuts) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(AtomicUsize::new(0)));
+        let (is_down, conns) = (Arc::clone(&down), Arc::clone(&open));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if is_down.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns.lock().expect("lock").push(conn.abort_handle());
+            }
+        });
+        Self { url, cuts, down, open, task }
+    }
+
+    /// Takes the proxy down (cutting every open connection) or brings it back up.
+    pub fn set_down(&self, down: bool) {
+        use std::sync::atomic::Ordering;
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            for conn in self.open.lock().expect("lock").drain(..) {
+                if !conn.is_finished() {
+                    self.cuts.fetch_add(1, Ordering::SeqCst);
+                }
+                conn.abort();
+            }
+        }
+    }
+}
