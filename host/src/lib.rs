@@ -11,6 +11,7 @@ pub mod bindings;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod insert_api;
 pub mod metrics;
 pub mod native;
 pub mod push;
@@ -145,7 +146,13 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let (stop, stopped) = watch::channel(false);
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
     let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
-    let app = Arc::new(App { pusher, metrics: Arc::clone(&metrics), in_flight });
+    let app = Arc::new(App {
+        pusher,
+        metrics: Arc::clone(&metrics),
+        in_flight,
+        sink: sink.clone(),
+        embedded: config.sink.backend == Backend::Embedded,
+    });
     let admin = Arc::new(Admin { reader, fault });
     let servers = vec![
         tokio::spawn(server::serve(listener, app, stopped.clone(), drain)),

@@ -46,6 +46,10 @@ pub struct App {
     /// Pushes in flight, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub slows down)
     /// rather than a queue that only adds latency.
     pub in_flight: tokio::sync::Semaphore,
+    /// The group commit, for the BigQuery-compatible insertAll route.
+    pub sink: crate::sink::GroupCommit,
+    /// The warehouse is the embedded one (insertAll then knows its tables).
+    pub embedded: bool,
 }
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -80,8 +84,23 @@ impl App {
                 self.metrics.push(EVENTS_ROUTE, outcome, started.elapsed().as_secs_f64());
                 resp
             }
+            (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => self.insert_all(req).await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
+    }
+
+    async fn insert_all(&self, req: Request<Incoming>) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let Some((project, dataset, table)) = crate::insert_api::parse_path(parts.uri.path()) else {
+            return text(StatusCode::NOT_FOUND, "no such route\n");
+        };
+        let (status, body) = match body.collect().await {
+            Ok(b) => crate::insert_api::handle(&self.sink, self.embedded, project, dataset, table, &b.to_bytes()).await,
+            Err(e) => crate::insert_api::error(400, "INVALID_ARGUMENT", &format!("reading the body: {e}")),
+        };
+        let mut resp = text(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body);
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        resp
     }
 
     async fn push(&self, req: Request<Incoming>) -> Response<Body> {

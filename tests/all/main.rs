@@ -8,5 +8,6 @@ mod bigquery;
 mod cli;
 mod faults;
 mod guest_isolation;
+mod insert_api;
 mod push_e2e;
 mod restart;

@@ -284,6 +284,20 @@ pub struct BigQueryEmulator {
     _child: ChildGuard,
 }
 
+/// Runs `tests/bigquery_verify.py` (Google's official google-cloud-bigquery client) against any
+/// BigQuery REST endpoint and parses its JSON output.
+pub fn official_client(endpoint: &str, project: &str, args: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bigquery_verify.py");
+    let out = Command::new(bq_venv().join("bin/python"))
+        .arg(script)
+        .args([endpoint, project])
+        .args(args)
+        .output()
+        .expect("running bigquery_verify.py (README: Development)");
+    assert!(out.status.success(), "bigquery_verify.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("verifier JSON")
+}
+
 fn bq_venv() -> PathBuf {
     std::env::var_os("TRIBUTARY_BQ_VENV")
         .map(PathBuf::from)
@@ -352,14 +366,7 @@ impl BigQueryEmulator {
 
     /// Runs `tests/bigquery_verify.py` (the official google-cloud-bigquery client) and parses its JSON.
     pub fn verify(&self, command: &str, arg: &str) -> Value {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bigquery_verify.py");
-        let out = Command::new(self.venv.join("bin/python"))
-            .arg(script)
-            .args([&self.rest, &self.project, command, arg])
-            .output()
-            .expect("running bigquery_verify.py");
-        assert!(out.status.success(), "bigquery_verify.py {command} {arg:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).expect("verifier JSON")
+        official_client(&self.rest, &self.project, &[command, arg])
     }
 
     /// Rows of a query through the official client.
