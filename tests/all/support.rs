@@ -280,7 +280,6 @@ pub struct BigQueryEmulator {
     pub rest: String,
     pub grpc: String,
     pub project: String,
-    venv: PathBuf,
     _child: ChildGuard,
 }
 
@@ -343,7 +342,6 @@ impl BigQueryEmulator {
             rest: format!("http://127.0.0.1:{rest_port}"),
             grpc: format!("http://127.0.0.1:{grpc_port}"),
             project: project.to_owned(),
-            venv,
             _child: ChildGuard(child),
         };
         let url = format!("{}/bigquery/v2/projects/{project}/datasets", me.rest);
