@@ -72,7 +72,7 @@ pub async fn handle(
     if request.template_suffix.is_some() {
         return error(400, "INVALID_ARGUMENT", "templateSuffix is not supported by the Tributary host");
     }
-    let builtin = schema::builtin().into_iter().find(|t| t.name == table);
+    let builtin = schema::find(table);
     if embedded && builtin.is_none() {
         return error(404, "NOT_FOUND", &format!("Not found: Table {project}:{dataset}.{table}"));
     }
@@ -83,7 +83,7 @@ pub async fn handle(
         .enumerate()
         .map(|(i, mut row)| {
             if request.ignore_unknown_values
-                && let Some(t) = &builtin
+                && let Some(t) = builtin
             {
                 row.json.retain(|k, _| t.columns.iter().any(|c| c.name == k));
             }

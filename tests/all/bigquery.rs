@@ -204,10 +204,7 @@ async fn insertall_retries_through_injected_faults_without_loss() {
     let bq = BigQueryEmulator::start(PROJECT).await;
     let proxy = FaultProxy::start(&bq.rest, Duration::from_millis(1_500)).await;
     let pubsub = PubSub::start().await;
-    let config = format!(
-        "[sink]\nbackend = \"bigquery-insertall\"\n[bigquery]\nproject = \"{PROJECT}\"\napi_endpoint = \"{}\"\ncredentials = \"anonymous\"\nrequest_timeout_ms = 1000\n",
-        proxy.url
-    );
+    let config = bq.host_config_via("bigquery-insertall", &proxy.url, &bq.grpc, "request_timeout_ms = 1000");
     let host = Host::start(&temp_dir("bq-faults"), &config).await;
     pubsub.create_topic("events").await;
     pubsub.create_push_subscription("events-faulty", "events", &host.push_url(), false).await;
@@ -310,10 +307,7 @@ async fn committed_stream_rides_out_grpc_outages_exactly_once() {
     let bq = BigQueryEmulator::start(PROJECT).await;
     let outage = Outage::start(&bq.grpc).await;
     let pubsub = PubSub::start().await;
-    let config = format!(
-        "[sink]\nbackend = \"bigquery-write\"\n[bigquery]\nproject = \"{PROJECT}\"\napi_endpoint = \"{}\"\ngrpc_endpoint = \"{}\"\ncredentials = \"anonymous\"\nwrite_stream = \"committed\"\n",
-        bq.rest, outage.url
-    );
+    let config = bq.host_config_via("bigquery-write", &bq.rest, &outage.url, "write_stream = \"committed\"");
     let host = Host::start(&temp_dir("bq-outage"), &config).await;
     pubsub.create_topic("events").await;
     pubsub.create_push_subscription("events-outage", "events", &host.push_url(), false).await;

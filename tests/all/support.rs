@@ -356,9 +356,14 @@ impl BigQueryEmulator {
 
     /// The `[sink]`/`[bigquery]` config of a host writing here through `backend`.
     pub fn host_config(&self, backend: &str, extra_bigquery: &str) -> String {
+        self.host_config_via(backend, &self.rest, &self.grpc, extra_bigquery)
+    }
+
+    /// The same, reaching the emulator through other addresses (fault-injection proxies).
+    pub fn host_config_via(&self, backend: &str, rest: &str, grpc: &str, extra_bigquery: &str) -> String {
         format!(
-            "[sink]\nbackend = \"{backend}\"\n[bigquery]\nproject = \"{}\"\ndataset = \"tributary\"\napi_endpoint = \"{}\"\ngrpc_endpoint = \"{}\"\ncredentials = \"anonymous\"\n{extra_bigquery}\n",
-            self.project, self.rest, self.grpc
+            "[sink]\nbackend = \"{backend}\"\n[bigquery]\nproject = \"{}\"\ndataset = \"tributary\"\napi_endpoint = \"{rest}\"\ngrpc_endpoint = \"{grpc}\"\ncredentials = \"anonymous\"\n{extra_bigquery}\n",
+            self.project
         )
     }
 

@@ -25,7 +25,7 @@ struct Staging {
 /// The DuckDB warehouse.
 pub struct DuckDb {
     conn: Connection,
-    tables: Vec<TableSchema>,
+    tables: &'static [TableSchema],
     /// Per table, in `tables` order: the staging table rows are appended to, the statement that
     /// moves them into the table (skipping insert ids it already has), and the one that empties it.
     staging: Vec<Staging>,
@@ -49,7 +49,7 @@ impl DuckDb {
     fn with_connection(conn: Connection) -> Result<Self, WarehouseError> {
         let tables = schema::builtin();
         let mut staging = Vec::with_capacity(tables.len());
-        for t in &tables {
+        for t in tables {
             conn.execute_batch(&create_table(t)).map_err(db_error)?;
             // Rows are appended (DuckDB's bulk path) to a temporary copy without constraints, then
             // moved with one INSERT ... SELECT per table and flush: ~100x faster than one INSERT per row.

@@ -50,8 +50,18 @@ const fn col(name: &'static str, ty: ColumnType, required: bool) -> Column {
     Column { name, ty, required }
 }
 
-/// The built-in tables (seed §6.2 for `streaming_events`).
-pub fn builtin() -> Vec<TableSchema> {
+/// The built-in tables (seed §6.2 for `streaming_events`), built once.
+pub fn builtin() -> &'static [TableSchema] {
+    static TABLES: std::sync::LazyLock<Vec<TableSchema>> = std::sync::LazyLock::new(tables);
+    &TABLES
+}
+
+/// The built-in table called `name`.
+pub fn find(name: &str) -> Option<&'static TableSchema> {
+    builtin().iter().find(|t| t.name == name)
+}
+
+fn tables() -> Vec<TableSchema> {
     use ColumnType::*;
     vec![
         TableSchema {
@@ -181,7 +191,7 @@ mod tests {
     use super::*;
 
     fn events() -> TableSchema {
-        builtin().into_iter().find(|t| t.name == "streaming_events").expect("builtin")
+        find("streaming_events").expect("builtin").clone()
     }
 
     #[test]

@@ -75,6 +75,11 @@ impl RowEncoder {
         Ok(Self { descriptor, message, fields: fields.to_vec() })
     }
 
+    /// The columns this encoder was built for.
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
     /// The writer schema sent with AppendRows.
     pub fn descriptor(&self) -> &DescriptorProto {
         &self.descriptor

@@ -17,6 +17,9 @@ pub enum BigQueryError {
     Ledger(#[from] duckdb::Error),
     #[error("table {table}: {message}")]
     Schema { table: String, message: String },
+    /// A failure on this machine (runtime, ledger directory), not BigQuery's.
+    #[error("{0}")]
+    Local(String),
     #[error("BigQuery did not accept the rows within the retry deadline ({deadline_ms} ms); last error: {last}")]
     Deadline { deadline_ms: u64, last: String },
 }
@@ -36,7 +39,7 @@ impl BigQueryError {
             Self::Api { status, .. } => *status == 429 || *status == 408 || *status >= 500,
             Self::Grpc(s) => transient_code(s.code()),
             Self::Connect { .. } => true,
-            Self::Auth(_) | Self::Ledger(_) | Self::Schema { .. } | Self::Deadline { .. } => false,
+            Self::Auth(_) | Self::Ledger(_) | Self::Schema { .. } | Self::Local(_) | Self::Deadline { .. } => false,
         }
     }
 }

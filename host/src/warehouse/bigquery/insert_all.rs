@@ -9,13 +9,13 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::time::Instant;
 use tributary_model::RowError;
 
 use super::error::BigQueryError;
 use super::rest::Rest;
+use super::retry::{self, Deadline};
 use super::rows::Prepared;
-use super::{Caps, TableReport, Telemetry, retry};
+use super::{Caps, TableReport, Telemetry};
 
 /// What BigQuery said about one row of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,39 +30,20 @@ pub enum Verdict {
     },
 }
 
-/// Splits rows into requests under both caps; `true` marks a request closed by a cap (full), `false`
-/// one closed by the end of the rows.
+/// Splits rows into requests under both caps; `true` marks a request closed by a cap (full).
 pub fn chunks(rows: Vec<Prepared>, caps: Caps) -> Vec<(Vec<Prepared>, bool)> {
-    let mut out = Vec::new();
-    let mut current: Vec<Prepared> = Vec::new();
     // The request envelope, then per row `{"insertId":"…","json":…},`.
-    let envelope = 64;
-    let mut bytes = envelope;
-    for row in rows {
-        let size = row_size(&row);
-        if !current.is_empty() && (current.len() >= caps.max_rows || bytes + size > caps.max_bytes) {
-            out.push((std::mem::take(&mut current), true));
-            bytes = envelope;
-        }
-        bytes += size;
-        current.push(row);
-    }
-    if !current.is_empty() {
-        let full = current.len() >= caps.max_rows;
-        out.push((current, full));
-    }
-    out
+    super::split(rows, caps, 64, |row| {
+        serde_json::to_string(&row.json).map_or(0, |s| s.len()) + row.insert_id.len() + 24
+    })
 }
 
-fn row_size(row: &Prepared) -> usize {
-    // serde_json's length of the object plus the insertId wrapper.
-    serde_json::to_string(&row.json).map_or(0, |s| s.len()) + row.insert_id.len() + 24
-}
-
-/// The insertAll request body.
-pub fn body(rows: &[Prepared]) -> Value {
+/// The insertAll request body, serialized once and reused by every attempt.
+pub fn body(rows: &[Prepared]) -> bytes::Bytes {
     let rows: Vec<Value> = rows.iter().map(|r| json!({"insertId": r.insert_id, "json": r.json})).collect();
-    json!({"rows": rows, "skipInvalidRows": false, "ignoreUnknownValues": false})
+    serde_json::to_vec(&json!({"rows": rows, "skipInvalidRows": false, "ignoreUnknownValues": false}))
+        .unwrap_or_default()
+        .into()
 }
 
 /// Reads `insertErrors` into one verdict per row of the request.
@@ -92,13 +73,12 @@ pub async fn write(
     table: &str,
     rows: Vec<Prepared>,
     caps: Caps,
-    deadline: Instant,
-    deadline_ms: u64,
+    deadline: Deadline,
     telemetry: &Telemetry,
 ) -> Result<TableReport, BigQueryError> {
     let requests = chunks(rows, caps);
     let results = futures::future::join_all(
-        requests.into_iter().map(|(rows, full)| request(rest, table, rows, full, deadline, deadline_ms, telemetry)),
+        requests.into_iter().map(|(rows, full)| request(rest, table, rows, full, deadline, telemetry)),
     )
     .await;
     let mut report = TableReport::default();
@@ -115,20 +95,17 @@ async fn request(
     table: &str,
     mut rows: Vec<Prepared>,
     full: bool,
-    deadline: Instant,
-    deadline_ms: u64,
+    deadline: Deadline,
     telemetry: &Telemetry,
 ) -> Result<TableReport, BigQueryError> {
     let mut report = TableReport::default();
     let mut first = true;
     while !rows.is_empty() {
         let body = body(&rows);
-        let bytes = serde_json::to_vec(&body).map_or(0, |b| b.len());
-        telemetry.request("insertall", rows.len(), bytes, first && full);
+        telemetry.request("insertall", rows.len(), body.len(), first && full);
         first = false;
         let response =
-            retry::until(deadline, deadline_ms, || rest.insert_all(table, &body), |_| telemetry.retry("insertall"))
-                .await?;
+            retry::until(deadline, || rest.insert_all(table, body.clone()), |_| telemetry.retry("insertall")).await?;
         let verdicts = verdicts(&response, rows.len());
         let mut stopped = Vec::new();
         let mut invalid_now = false;
@@ -150,8 +127,8 @@ async fn request(
         // Only `stopped` rows go again, at once when an invalid row explains them; otherwise after a
         // pause, and never past the deadline.
         if !stopped.is_empty() && !invalid_now {
-            if Instant::now() >= deadline {
-                return Err(BigQueryError::Deadline { deadline_ms, last: "rows kept coming back `stopped`".into() });
+            if deadline.passed() {
+                return Err(deadline.expired("rows kept coming back `stopped`"));
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }

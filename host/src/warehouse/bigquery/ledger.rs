@@ -34,10 +34,7 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn open(dir: &Path) -> Result<Self, BigQueryError> {
-        std::fs::create_dir_all(dir).map_err(|e| BigQueryError::Schema {
-            table: "-".into(),
-            message: format!("creating {}: {e}", dir.display()),
-        })?;
+        std::fs::create_dir_all(dir).map_err(|e| BigQueryError::Local(format!("creating {}: {e}", dir.display())))?;
         Self::with(Connection::open(dir.join("bigquery-ledger.duckdb"))?)
     }
 

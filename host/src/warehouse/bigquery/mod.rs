@@ -22,15 +22,15 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use self::retry::Deadline;
 use serde_json::Value;
-use tokio::time::Instant;
 use tributary_model::{Row, RowError};
 
 use self::error::BigQueryError;
 use self::rest::{Field, Rest};
 use self::rows::Prepared;
 use self::storage_write::StorageWrite;
-use super::schema::{self, TableSchema};
+use super::schema;
 use super::{Warehouse, WarehouseError, WriteReport};
 use crate::config::{Backend, BigQueryConfig, NewFields};
 use crate::metrics::{ApiLabels, Metrics};
@@ -88,7 +88,6 @@ struct Inner {
     config: BigQueryConfig,
     rest: Arc<Rest>,
     writer: Writer,
-    builtin: Vec<TableSchema>,
     /// Live schemas of the tables written so far.
     tables: HashMap<String, Vec<Field>>,
     telemetry: Telemetry,
@@ -107,10 +106,7 @@ impl BigQuery {
             .thread_name("bigquery")
             .enable_all()
             .build()
-            .map_err(|e| BigQueryError::Schema {
-                table: "-".into(),
-                message: format!("starting the BigQuery runtime: {e}"),
-            })?;
+            .map_err(|e| BigQueryError::Local(format!("starting the BigQuery runtime: {e}")))?;
         let mut inner = runtime.block_on(async {
             let auth = Arc::new(auth::Auth::new(config.credentials).await?);
             let rest = Arc::new(Rest::new(config, Arc::clone(&auth))?);
@@ -129,14 +125,13 @@ impl BigQuery {
                 config: config.clone(),
                 rest,
                 writer,
-                builtin: schema::builtin(),
                 tables: HashMap::new(),
                 telemetry: Telemetry { metrics },
             })
         })?;
         if config.auto_create {
             // The built-in tables exist from the start, so views and queries can rely on them.
-            let deadline = Instant::now() + config.retry_deadline();
+            let deadline = Deadline::after(config.retry_deadline());
             for table in schema::builtin() {
                 runtime.block_on(inner.fields(table.name, deadline))?;
             }
@@ -154,8 +149,7 @@ impl Warehouse for BigQuery {
 
 impl Inner {
     async fn write(&mut self, rows: &[Row]) -> Result<WriteReport, BigQueryError> {
-        let deadline = Instant::now() + self.config.retry_deadline();
-        let deadline_ms = self.config.retry_deadline_ms;
+        let deadline = Deadline::after(self.config.retry_deadline());
         let inserted_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut report = WriteReport::default();
         // Group by table, keeping flush indices.
@@ -164,11 +158,11 @@ impl Inner {
             let json = match serde_json::from_str::<Value>(&row.json) {
                 Ok(Value::Object(m)) => m,
                 Ok(_) => {
-                    report.refused.push(refused(index, None, "row must be a JSON object".into()));
+                    report.refused.push(invalid(index, None, "row must be a JSON object".into()));
                     continue;
                 }
                 Err(e) => {
-                    report.refused.push(refused(index, None, format!("row is not valid JSON: {e}")));
+                    report.refused.push(invalid(index, None, format!("row is not valid JSON: {e}")));
                     continue;
                 }
             };
@@ -197,13 +191,8 @@ impl Inner {
                     if !new.is_empty() {
                         let names: Vec<&str> = new.iter().map(|f| f.name.as_str()).collect();
                         tracing::info!(table, columns = ?names, "adding NULLABLE columns (new_fields = add-column)");
-                        fields = retry::until(
-                            deadline,
-                            deadline_ms,
-                            || self.rest.add_columns(&table, &fields, &new),
-                            |_| {},
-                        )
-                        .await?;
+                        fields =
+                            retry::until(deadline, || self.rest.add_columns(&table, &fields, &new), |_| {}).await?;
                         self.tables.insert(table.clone(), fields.clone());
                     }
                 }
@@ -211,7 +200,7 @@ impl Inner {
             let mut fitting = Vec::with_capacity(rows.len());
             for mut r in rows {
                 match rows::type_conflict(&fields, &r.json) {
-                    Some((column, message)) => report.refused.push(refused(r.index, Some(column), message)),
+                    Some((column, message)) => report.refused.push(invalid(r.index, Some(column), message)),
                     None => {
                         rows::finish(&fields, &mut r, &inserted_at);
                         fitting.push(r);
@@ -223,11 +212,9 @@ impl Inner {
                 Writer::InsertAll => {
                     let caps =
                         Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
-                    insert_all::write(&self.rest, &table, rows, caps, deadline, deadline_ms, &self.telemetry).await?
+                    insert_all::write(&self.rest, &table, rows, caps, deadline, &self.telemetry).await?
                 }
-                Writer::StorageWrite(w) => {
-                    w.write(&table, &fields, rows, deadline, deadline_ms, &self.telemetry).await?
-                }
+                Writer::StorageWrite(w) => w.write(&table, &fields, rows, deadline, &self.telemetry).await?,
             };
             report.refused.extend(table_report.refused);
             report.inserted += table_report.inserted;
@@ -238,20 +225,19 @@ impl Inner {
     }
 
     /// The table's live columns: cached, else read, else created (built-in tables, `auto_create`).
-    async fn fields(&mut self, table: &str, deadline: Instant) -> Result<Option<Vec<Field>>, BigQueryError> {
+    async fn fields(&mut self, table: &str, deadline: Deadline) -> Result<Option<Vec<Field>>, BigQueryError> {
         if let Some(f) = self.tables.get(table) {
             return Ok(Some(f.clone()));
         }
-        let ms = self.config.retry_deadline_ms;
-        let mut fields = retry::until(deadline, ms, || self.rest.get_table(table), |_| {}).await?;
+        let mut fields = retry::until(deadline, || self.rest.get_table(table), |_| {}).await?;
         if fields.is_none()
             && self.config.auto_create
-            && let Some(schema) = self.builtin.iter().find(|t| t.name == table)
+            && let Some(schema) = schema::find(table)
         {
             let resource =
                 rest::table_resource(self.rest.project(), self.rest.dataset(), schema, self.config.partition);
             tracing::info!(table, "creating table");
-            fields = Some(retry::until(deadline, ms, || self.rest.create_table(table, &resource), |_| {}).await?);
+            fields = Some(retry::until(deadline, || self.rest.create_table(table, &resource), |_| {}).await?);
         }
         if let Some(f) = &fields {
             self.tables.insert(table.to_owned(), f.clone());
@@ -260,6 +246,29 @@ impl Inner {
     }
 }
 
-fn refused(index: usize, location: Option<String>, message: String) -> RowError {
+/// A row refused as `invalid` (BigQuery's reason for a row that can never be written).
+fn invalid(index: usize, location: Option<String>, message: String) -> RowError {
     RowError { index: u32::try_from(index).unwrap_or(u32::MAX), reason: "invalid".into(), location, message }
+}
+
+/// Splits rows, in order, into requests under both caps (`envelope` bytes per request plus `size` per
+/// row). `true` marks a request closed by a cap (full); a row larger than the byte cap travels alone.
+fn split<T>(rows: Vec<T>, caps: Caps, envelope: usize, size: impl Fn(&T) -> usize) -> Vec<(Vec<T>, bool)> {
+    let mut out = Vec::new();
+    let mut current: Vec<T> = Vec::new();
+    let mut bytes = envelope;
+    for row in rows {
+        let n = size(&row);
+        if !current.is_empty() && (current.len() >= caps.max_rows || bytes + n > caps.max_bytes) {
+            out.push((std::mem::take(&mut current), true));
+            bytes = envelope;
+        }
+        bytes += n;
+        current.push(row);
+    }
+    if !current.is_empty() {
+        let full = current.len() >= caps.max_rows;
+        out.push((current, full));
+    }
+    out
 }

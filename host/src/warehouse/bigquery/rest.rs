@@ -206,10 +206,11 @@ impl Rest {
         fields_of(table, &body)
     }
 
-    /// `tabledata.insertAll`; the response body (with any `insertErrors`).
-    pub async fn insert_all(&self, table: &str, body: &Value) -> Result<Value, BigQueryError> {
+    /// `tabledata.insertAll` with an already serialized body; the response (with any `insertErrors`).
+    pub async fn insert_all(&self, table: &str, body: bytes::Bytes) -> Result<Value, BigQueryError> {
         let url = format!("{}/insertAll", self.table_url(table));
-        Ok(self.call("tabledata.insertAll", self.http.post(url).json(body)).await?.1)
+        let request = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        Ok(self.call("tabledata.insertAll", request).await?.1)
     }
 
     /// Runs a query job synchronously (`jobs.query`, standard SQL) and returns the response.
@@ -229,19 +230,19 @@ fn fields_of(table: &str, body: &Value) -> Result<Vec<Field>, BigQueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::warehouse::schema::builtin;
+    use crate::warehouse::schema::find;
 
     #[test]
     fn events_table_is_partitioned_clustered_and_has_the_dedup_columns() {
-        let events = builtin().into_iter().find(|t| t.name == "streaming_events").expect("builtin");
-        let r = table_resource("p", "d", &events, Partition::Ingestion);
+        let events = find("streaming_events").expect("builtin");
+        let r = table_resource("p", "d", events, Partition::Ingestion);
         assert_eq!(r["timePartitioning"], json!({"type": "DAY", "field": "_inserted_at"}));
         assert_eq!(r["clustering"]["fields"], json!(["user_id", "event_type"]));
         let fields = r["schema"]["fields"].as_array().expect("fields");
         assert_eq!(fields[0], json!({"name": "event_id", "type": "STRING", "mode": "REQUIRED"}));
         assert!(fields.contains(&json!({"name": "properties", "type": "JSON", "mode": "NULLABLE"})));
         assert_eq!(fields.last(), Some(&json!({"name": "_inserted_at", "type": "TIMESTAMP", "mode": "REQUIRED"})));
-        let r = table_resource("p", "d", &events, Partition::EventTime);
+        let r = table_resource("p", "d", events, Partition::EventTime);
         assert_eq!(r["timePartitioning"]["field"], "timestamp");
     }
 

@@ -17,11 +17,33 @@ fn backoff() -> ExponentialBuilder {
         .without_max_times()
 }
 
+/// When a flush's retries must end, and the budget it was given (for the error message).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    budget_ms: u64,
+}
+
+impl Deadline {
+    /// `budget` from now.
+    pub fn after(budget: Duration) -> Self {
+        Self { at: Instant::now() + budget, budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX) }
+    }
+
+    pub fn passed(&self) -> bool {
+        Instant::now() >= self.at
+    }
+
+    /// The error of a flush that ran out of time; `last` is what failed last.
+    pub fn expired(&self, last: impl Into<String>) -> BigQueryError {
+        BigQueryError::Deadline { deadline_ms: self.budget_ms, last: last.into() }
+    }
+}
+
 /// Runs `call` until it succeeds, fails permanently, or `deadline` passes; `on_retry` sees every
 /// transient failure (metrics).
 pub async fn until<T, F, Fut>(
-    deadline: Instant,
-    deadline_ms: u64,
+    deadline: Deadline,
     call: F,
     mut on_retry: impl FnMut(&BigQueryError),
 ) -> Result<T, BigQueryError>
@@ -39,11 +61,9 @@ where
             on_retry(e);
         },
     );
-    match tokio::time::timeout_at(deadline, attempt).await {
+    match tokio::time::timeout_at(deadline.at, attempt).await {
         Ok(result) => result,
-        Err(_) => {
-            Err(BigQueryError::Deadline { deadline_ms, last: last.lock().map(|l| l.clone()).unwrap_or_default() })
-        }
+        Err(_) => Err(deadline.expired(last.lock().map(|l| l.clone()).unwrap_or_default())),
     }
 }
 
@@ -60,11 +80,10 @@ mod tests {
     #[tokio::test]
     async fn transient_errors_are_retried_and_permanent_ones_are_not() {
         let calls = AtomicU32::new(0);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Deadline::after(Duration::from_secs(5));
         let mut retries = 0;
         let ok = until(
             deadline,
-            5_000,
             || async { if calls.fetch_add(1, Ordering::SeqCst) < 2 { Err(unavailable()) } else { Ok(7) } },
             |_| retries += 1,
         )
@@ -75,7 +94,6 @@ mod tests {
         let calls = AtomicU32::new(0);
         let err = until(
             deadline,
-            5_000,
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err::<(), _>(BigQueryError::Api { what: "x".into(), status: 400, message: "bad".into() })
@@ -89,8 +107,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_deadline_ends_retries_with_the_last_error() {
-        let deadline = Instant::now() + Duration::from_millis(300);
-        let err = until(deadline, 300, || async { Err::<(), _>(unavailable()) }, |_| {}).await;
+        let deadline = Deadline::after(Duration::from_millis(300));
+        let err = until(deadline, || async { Err::<(), _>(unavailable()) }, |_| {}).await;
         let err = err.expect_err("never succeeds");
         assert!(
             err.to_string().contains("within the retry deadline (300 ms)") && err.to_string().contains("backend error"),

@@ -69,22 +69,23 @@ pub fn fold_into_properties(fields: &[Field], row: &mut Map<String, Value>) {
     if unknown.is_empty() {
         return;
     }
-    let properties = row.entry("properties").or_insert_with(|| Value::Object(Map::new()));
-    if properties.is_null() {
-        *properties = Value::Object(Map::new());
-    }
-    let Value::Object(_) = properties else { return };
+    let mut properties = match row.remove("properties") {
+        Some(Value::Object(p)) => p,
+        None | Some(Value::Null) => Map::new(),
+        // Not an object: nothing can move into it.
+        Some(other) => {
+            row.insert("properties".into(), other);
+            return;
+        }
+    };
     for key in unknown {
-        let taken = row.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(&key));
-        if taken {
-            continue;
-        }
-        if let Some(value) = row.remove(&key)
-            && let Some(Value::Object(p)) = row.get_mut("properties")
+        if !properties.contains_key(&key)
+            && let Some(value) = row.remove(&key)
         {
-            p.insert(key, value);
+            properties.insert(key, value);
         }
     }
+    row.insert("properties".into(), Value::Object(properties));
 }
 
 /// A value that can never fit its column: an object or array for a scalar column (e.g. a field added as

@@ -19,17 +19,16 @@ use std::time::Duration;
 use api::big_query_write_client::BigQueryWriteClient;
 use googleapis_tonic_google_cloud_bigquery_storage_v1::google::cloud::bigquery::storage::v1 as api;
 use prost_types::DescriptorProto;
-use tokio::time::Instant;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
-use tributary_model::RowError;
 
 use super::auth::Auth;
 use super::encoder::RowEncoder;
 use super::error::BigQueryError;
 use super::ledger::{Journal, Ledger};
 use super::rest::Field;
+use super::retry::{self, Deadline};
 use super::rows::Prepared;
-use super::{TableReport, Telemetry, retry};
+use super::{Caps, TableReport, Telemetry, invalid};
 use crate::config::{BigQueryConfig, WriteStream};
 
 /// A row ready to append: (index in the flush, insert id, serialized message).
@@ -56,6 +55,8 @@ pub struct StorageWrite {
     max_bytes: usize,
     timeout: Duration,
     retention: Duration,
+    /// Per table, the encoder of its current schema (rebuilt only when the schema changes).
+    encoders: HashMap<String, Arc<RowEncoder>>,
 }
 
 impl StorageWrite {
@@ -83,6 +84,7 @@ impl StorageWrite {
             max_bytes: config.append_max_bytes,
             timeout: config.request_timeout(),
             retention: Duration::from_secs(config.ledger_retention_hours.saturating_mul(3600)),
+            encoders: HashMap::new(),
         })
     }
 
@@ -199,22 +201,30 @@ impl StorageWrite {
         table: &str,
         fields: &[Field],
         rows: Vec<Prepared>,
-        deadline: Instant,
-        deadline_ms: u64,
+        deadline: Deadline,
         telemetry: &Telemetry,
     ) -> Result<TableReport, BigQueryError> {
-        let encoder =
-            RowEncoder::new(table, fields).map_err(|message| BigQueryError::Schema { table: table.into(), message })?;
+        let encoder = match self.encoders.get(table) {
+            Some(e) if e.fields() == fields => Arc::clone(e),
+            _ => {
+                let e = Arc::new(
+                    RowEncoder::new(table, fields)
+                        .map_err(|message| BigQueryError::Schema { table: table.into(), message })?,
+                );
+                self.encoders.insert(table.to_owned(), Arc::clone(&e));
+                e
+            }
+        };
         let mut report = TableReport::default();
         let mut encoded: Vec<Encoded> = Vec::with_capacity(rows.len());
         for row in rows {
             match encoder.encode(&row.json) {
                 Ok(bytes) => encoded.push((row.index, row.insert_id, bytes)),
-                Err(e) => report.refused.push(refusal(row.index, e.location, e.message)),
+                Err(e) => report.refused.push(invalid(row.index, e.location, e.message)),
             }
         }
         if self.ledger.is_some() {
-            self.write_committed(table, &encoder, encoded, deadline, deadline_ms, telemetry, &mut report).await?;
+            self.write_committed(table, &encoder, encoded, deadline, telemetry, &mut report).await?;
         } else {
             let stream = format!("{}/tables/{table}/streams/_default", self.parent);
             for (chunk, full) in chunks(encoded, self.max_bytes) {
@@ -226,7 +236,6 @@ impl StorageWrite {
                     first = false;
                     let outcome = retry::until(
                         deadline,
-                        deadline_ms,
                         || self.append(&stream, None, encoder.descriptor(), bytes.clone()),
                         |_| telemetry.retry("write"),
                     )
@@ -250,14 +259,12 @@ impl StorageWrite {
         Ok(report)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one flush's context, passed down once")]
     async fn write_committed(
         &mut self,
         table: &str,
         encoder: &RowEncoder,
         encoded: Vec<Encoded>,
-        deadline: Instant,
-        deadline_ms: u64,
+        deadline: Deadline,
         telemetry: &Telemetry,
         report: &mut TableReport,
     ) -> Result<(), BigQueryError> {
@@ -265,12 +272,12 @@ impl StorageWrite {
         // its offset comes before everything else.
         if let Some(journal) = self.ledger()?.journal(table)? {
             tracing::info!(table, offset = journal.offset, rows = journal.rows.len(), "finishing a journaled append");
-            self.finish(table, journal, &HashMap::new(), deadline, deadline_ms, telemetry, report).await?;
+            self.finish(table, journal, &HashMap::new(), deadline, telemetry, report).await?;
         }
         let mut unique = HashSet::with_capacity(encoded.len());
         let before = encoded.len();
         let encoded: Vec<_> = encoded.into_iter().filter(|(_, id, _)| unique.insert(id.clone())).collect();
-        let written = self.ledger_mut()?.already_written(table, encoded.iter().map(|(_, id, _)| id.as_str()))?;
+        let written = self.ledger()?.already_written(table, encoded.iter().map(|(_, id, _)| id.as_str()))?;
         let fresh: Vec<_> = encoded.into_iter().filter(|(_, id, _)| !written.contains(id)).collect();
         report.duplicates += before - fresh.len();
         let owners: HashMap<String, usize> = fresh.iter().map(|(i, id, _)| (id.clone(), *i)).collect();
@@ -279,9 +286,8 @@ impl StorageWrite {
                 Some(s) => s,
                 None => {
                     let name =
-                        retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write"))
-                            .await?;
-                    self.ledger_mut()?.set_stream(table, &name)?;
+                        retry::until(deadline, || self.create_stream(table), |_| telemetry.retry("write")).await?;
+                    self.ledger()?.set_stream(table, &name)?;
                     (name, 0)
                 }
             };
@@ -291,33 +297,30 @@ impl StorageWrite {
                 descriptor: encoder.descriptor().clone(),
                 rows: chunk.into_iter().map(|(_, id, b)| (id, b)).collect(),
             };
-            self.ledger_mut()?.write_journal(table, &journal)?;
+            self.ledger()?.write_journal(table, &journal)?;
             telemetry.request("write", journal.rows.len(), journal.rows.iter().map(|(_, b)| b.len()).sum(), full);
-            self.finish(table, journal, &owners, deadline, deadline_ms, telemetry, report).await?;
+            self.finish(table, journal, &owners, deadline, telemetry, report).await?;
         }
         Ok(())
     }
 
     /// Appends a journaled batch until BigQuery has it, then confirms it in the ledger.
-    #[expect(clippy::too_many_arguments, reason = "one flush's context, passed down once")]
     async fn finish(
         &mut self,
         table: &str,
         mut journal: Journal,
         owners: &HashMap<String, usize>,
-        deadline: Instant,
-        deadline_ms: u64,
+        deadline: Deadline,
         telemetry: &Telemetry,
         report: &mut TableReport,
     ) -> Result<(), BigQueryError> {
         loop {
             if journal.rows.is_empty() {
-                return self.ledger_mut()?.clear_journal(table);
+                return self.ledger()?.clear_journal(table);
             }
             let bytes: Vec<Vec<u8>> = journal.rows.iter().map(|(_, b)| b.clone()).collect();
             let outcome = retry::until(
                 deadline,
-                deadline_ms,
                 || self.append(&journal.stream, Some(journal.offset), &journal.descriptor, bytes.clone()),
                 |_| telemetry.retry("write"),
             )
@@ -332,14 +335,14 @@ impl StorageWrite {
                         );
                     }
                     report.inserted += journal.rows.iter().filter(|(id, _)| owners.contains_key(id)).count();
-                    return self.ledger_mut()?.confirm(table, &journal);
+                    return self.ledger()?.confirm(table, &journal);
                 }
                 Appended::RowErrors(errors) => {
                     let refused: HashSet<usize> = errors.iter().map(|(i, _)| *i).collect();
                     for (i, message) in errors {
                         let Some((id, _)) = journal.rows.get(i) else { continue };
                         match owners.get(id) {
-                            Some(&index) => report.refused.push(refusal(index, None, message)),
+                            Some(&index) => report.refused.push(invalid(index, None, message)),
                             None => {
                                 tracing::warn!(table, insert_id = %id, %message, "a replayed row was refused; its redelivery will be dead-lettered")
                             }
@@ -352,14 +355,13 @@ impl StorageWrite {
                         .filter(|(i, _)| !refused.contains(i))
                         .map(|(_, r)| r)
                         .collect();
-                    self.ledger_mut()?.write_journal(table, &journal)?;
+                    self.ledger()?.write_journal(table, &journal)?;
                 }
                 Appended::StreamGone(message) => {
                     tracing::warn!(table, stream = %journal.stream, %message, "write stream is gone; starting a new one");
                     let name =
-                        retry::until(deadline, deadline_ms, || self.create_stream(table), |_| telemetry.retry("write"))
-                            .await?;
-                    self.ledger_mut()?.set_stream(table, &name)?;
+                        retry::until(deadline, || self.create_stream(table), |_| telemetry.retry("write")).await?;
+                    self.ledger()?.set_stream(table, &name)?;
                     journal.stream = name;
                     journal.offset = 0;
                 }
@@ -367,23 +369,10 @@ impl StorageWrite {
         }
     }
 
-    fn ledger(&self) -> Result<&Ledger, BigQueryError> {
-        self.ledger.as_ref().ok_or_else(|| BigQueryError::Schema {
-            table: "-".into(),
-            message: "no ledger in default-stream mode".into(),
-        })
+    /// The ledger of the COMMITTED mode (only called on that path).
+    fn ledger(&mut self) -> Result<&mut Ledger, BigQueryError> {
+        self.ledger.as_mut().ok_or_else(|| BigQueryError::Local("no exactly-once ledger in default-stream mode".into()))
     }
-
-    fn ledger_mut(&mut self) -> Result<&mut Ledger, BigQueryError> {
-        self.ledger.as_mut().ok_or_else(|| BigQueryError::Schema {
-            table: "-".into(),
-            message: "no ledger in default-stream mode".into(),
-        })
-    }
-}
-
-fn refusal(index: usize, location: Option<String>, message: String) -> RowError {
-    RowError { index: u32::try_from(index).unwrap_or(u32::MAX), reason: "invalid".into(), location, message }
 }
 
 /// Removes the rows BigQuery refused (reported) and returns the rest, to be appended again.
@@ -391,32 +380,18 @@ fn drop_refused(rows: Vec<Encoded>, errors: &[(usize, String)], report: &mut Tab
     let mut keep = Vec::with_capacity(rows.len());
     for (i, row) in rows.into_iter().enumerate() {
         match errors.iter().find(|(e, _)| *e == i) {
-            Some((_, message)) => report.refused.push(refusal(row.0, None, message.clone())),
+            Some((_, message)) => report.refused.push(invalid(row.0, None, message.clone())),
             None => keep.push(row),
         }
     }
     keep
 }
 
-/// Splits encoded rows into AppendRows requests under the byte cap; `true` marks a full request.
+/// Splits encoded rows into AppendRows requests under the byte cap (the API has no row cap); `true`
+/// marks a full request.
 fn chunks(rows: Vec<Encoded>, max_bytes: usize) -> Vec<(Vec<Encoded>, bool)> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for row in rows {
-        // Each serialized row costs its bytes plus a few of framing.
-        let size = row.2.len() + 4;
-        if !current.is_empty() && bytes + size > max_bytes {
-            out.push((std::mem::take(&mut current), true));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(row);
-    }
-    if !current.is_empty() {
-        out.push((current, false));
-    }
-    out
+    // Each serialized row costs its bytes plus a few of framing.
+    super::split(rows, Caps { max_rows: usize::MAX, max_bytes }, 0, |row| row.2.len() + 4)
 }
 
 #[cfg(test)]
@@ -437,6 +412,6 @@ mod tests {
         let mut report = TableReport::default();
         let kept = drop_refused(rows, &[(1, "bad b".into())], &mut report);
         assert_eq!(kept.iter().map(|r| r.0).collect::<Vec<_>>(), vec![7, 11]);
-        assert_eq!(report.refused, vec![refusal(9, None, "bad b".into())]);
+        assert_eq!(report.refused, vec![invalid(9, None, "bad b".into())]);
     }
 }
