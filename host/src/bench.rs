@@ -128,12 +128,8 @@ async fn sink_pass(
     sink.close();
     tokio::task::spawn_blocking(move || flusher.join()).await?;
     let text = metrics.render();
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix) && (!l.contains("api=") || l.contains(&format!("api=\"{api_label}\""))))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let api = format!("api=\"{api_label}\"");
+    let value = |name: &str| metric(&text, name, &api);
     let (flush_rows, flushes) = (value("tributary_flush_rows_sum"), value("tributary_flush_rows_count"));
     let requests = value("tributary_bigquery_requests_total");
     let full = value("tributary_bigquery_full_requests_total");
@@ -264,13 +260,17 @@ async fn count_rows(host: &RunningHost) -> anyhow::Result<u64> {
 /// (sum, count) of the flush-size histogram.
 fn flushes(host: &RunningHost) -> (f64, f64) {
     let text = host.metrics.render();
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (value("tributary_flush_rows_sum"), value("tributary_flush_rows_count"))
+    (metric(&text, "tributary_flush_rows_sum", ""), metric(&text, "tributary_flush_rows_count", ""))
+}
+
+/// The sum of a metric's samples in a Prometheus text exposition, over the lines that contain `labels`
+/// (or have no labels at all).
+fn metric(text: &str, name: &str, labels: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (!l.contains('{') || l.contains(labels)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        .max(0.0)
 }
 
 async fn round(mode: Mode, options: &BenchOptions) -> anyhow::Result<ModeReport> {
@@ -409,7 +409,7 @@ impl fmt::Display for Report {
                     p.rows_per_flush,
                     p.requests_per_flush,
                     p.rows_per_request,
-                    p.full_fraction.max(0.0) * 100.0
+                    p.full_fraction * 100.0
                 )?;
             }
             write!(f, "(full = closed by the row or byte cap; the last request of a run is partial by design)")?;
