@@ -72,7 +72,8 @@ async fn sink_pass(
     let _ = std::fs::remove_dir_all(&dir);
     let bq = BigQueryConfig {
         project: options.bigquery_project.clone(),
-        dataset: format!("bench_{}", name.replace('-', "_")),
+        // A dataset per run, so the row count checks this run only.
+        dataset: format!("bench_{}_{}", name.replace('-', "_"), std::process::id()),
         api_endpoint: api,
         grpc_endpoint: options.bigquery_grpc_endpoint.clone().unwrap_or_default(),
         credentials: Credentials::Anonymous,
