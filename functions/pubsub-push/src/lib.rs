@@ -1,10 +1,10 @@
 //! The push handler component: a Pub/Sub push request in, 204/429/503 out (see [`flow`] for the
-//! acknowledgement contract). `lib.rs` is glue only: the logic lives in [`envelope`], [`dead_letter`]
-//! and [`flow`], which compile and are tested natively (the host's native baseline links them too).
+//! acknowledgement contract). `lib.rs` is glue only: the logic lives in [`flow`] (and the shared
+//! `push-envelope` crate), which compile and are tested natively (the host's native baseline links them too).
 
-pub mod dead_letter;
-pub mod envelope;
 pub mod flow;
+
+pub use push_envelope::{dead_letter, envelope};
 
 #[cfg(target_arch = "wasm32")]
 mod component {

@@ -1,9 +1,11 @@
-//! The default transform component: Pub/Sub events → `streaming_events` rows.
+//! The default transform component: Pub/Sub events → `streaming_events` rows, sensor readings →
+//! `sensor_readings` rows.
 //!
-//! `lib.rs` is glue only: the logic lives in [`normalize`] and [`timestamp`], which compile and are
-//! tested natively (the host's native baseline links them too).
+//! `lib.rs` is glue only: the logic lives in [`normalize`], [`sensor`] and [`timestamp`], which compile
+//! and are tested natively (the host's native baseline links them too).
 
 pub mod normalize;
+pub mod sensor;
 pub mod timestamp;
 
 pub use normalize::normalize;

@@ -1,4 +1,5 @@
-//! Pub/Sub event → one `streaming_events` row: the seed's normalization (§3.1, §4.2).
+//! Pub/Sub event → one `streaming_events` row: the seed's normalization (§3.1, §4.2). A payload with a
+//! `sensor_id` is a sensor reading instead, normalized by [`crate::sensor`].
 //!
 //! Columns: `event_id` (payload `id`/`event_id`, else the message id), `user_id`, `event_type`,
 //! `timestamp` (see [`crate::timestamp`]; the publish time when absent), `session_id`, `page_url`,
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use tributary_model::{Message, Rejection, Row, tables};
 
-use crate::timestamp;
+use crate::{sensor, timestamp};
 
 /// Payload fields that become columns; everything else goes to `properties`.
 const COLUMN_FIELDS: [&str; 7] = ["id", "event_id", "user_id", "event_type", "timestamp", "session_id", "page_url"];
@@ -21,6 +22,9 @@ pub fn normalize(msg: &Message, now: DateTime<Utc>) -> Result<Vec<Row>, Rejectio
     let Value::Object(mut fields) = payload else {
         return Err(Rejection::new("not-object", format!("expected a JSON object payload, got {}", kind(&payload))));
     };
+    if sensor::is_reading(&fields) {
+        return sensor::normalize(msg, &fields, now);
+    }
 
     let event_id = match identifier(&fields, "id")?.or(identifier(&fields, "event_id")?) {
         Some(id) => id,

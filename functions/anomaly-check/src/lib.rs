@@ -1,0 +1,143 @@
+//! The anomaly-check component: traffic anomalies per minute (`/push/anomaly`) and sensor anomalies
+//! with tumbling aggregates (`/push/sensors`), with state kept between pushes through the host's
+//! `state` import and the timer routes `…/tick` (see [`flow`]).
+//!
+//! `lib.rs` is glue only: the logic lives in [`flow`], [`traffic`], [`sensors`], [`store`] and
+//! [`settings`], which compile and are tested natively.
+
+pub mod flow;
+pub mod sensors;
+pub mod settings;
+pub mod store;
+pub mod traffic;
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    use push_envelope::envelope::PushRequest;
+    use spin_sdk::http::body::IncomingBodyExt as _;
+    use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode};
+    use tributary_model as model;
+
+    use crate::flow::{self, Env, Route};
+    use crate::settings::Settings;
+    use crate::store;
+
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "anomaly-check",
+        generate_all,
+    });
+
+    use tributary::pipeline::{sink, state, transform, types};
+
+    struct Imports;
+
+    impl flow::Transformer for Imports {
+        fn transform(&self, msg: &model::Message) -> Result<Vec<model::Row>, model::Rejection> {
+            let wit_msg = types::Message {
+                id: msg.id.clone(),
+                data: msg.data.clone(),
+                attributes: msg.attributes.clone(),
+                publish_time: msg.publish_time.clone(),
+                ordering_key: msg.ordering_key.clone(),
+                subscription: msg.subscription.clone(),
+                delivery_attempt: msg.delivery_attempt,
+            };
+            match transform::transform(&wit_msg) {
+                Ok(rows) => Ok(rows
+                    .into_iter()
+                    .map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json })
+                    .collect()),
+                Err(r) => Err(model::Rejection { reason: r.reason, message: r.message }),
+            }
+        }
+    }
+
+    impl flow::Sink for Imports {
+        fn write(&self, rows: Vec<model::Row>) -> model::WriteOutcome {
+            let rows: Vec<types::Row> =
+                rows.into_iter().map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
+            match sink::write(&rows) {
+                Ok(refused) => Ok(refused
+                    .into_iter()
+                    .map(|e| model::RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
+                    .collect()),
+                Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
+                Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),
+            }
+        }
+    }
+
+    fn state_error(e: state::StateError) -> store::StateError {
+        match e {
+            state::StateError::Unavailable(m) => store::StateError::Unavailable(m),
+            state::StateError::Invalid(m) => store::StateError::Invalid(m),
+        }
+    }
+
+    impl store::State for Imports {
+        fn get(&self, key: &str) -> Result<Option<store::Entry>, store::StateError> {
+            state::get(key)
+                .map(|e| e.map(|e| store::Entry { value: e.value, version: e.version }))
+                .map_err(state_error)
+        }
+        fn compare_and_swap(
+            &self,
+            key: &str,
+            expected: u64,
+            value: &[u8],
+            ttl_ms: Option<u64>,
+        ) -> Result<Option<u64>, store::StateError> {
+            state::compare_and_swap(key, expected, value, ttl_ms).map_err(state_error)
+        }
+        fn delete(&self, key: &str, expected: u64) -> Result<bool, store::StateError> {
+            state::delete(key, expected).map_err(state_error)
+        }
+        fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, store::StateError> {
+            state::scan(prefix, limit).map_err(state_error)
+        }
+    }
+
+    fn settings() -> Result<Settings, String> {
+        let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;
+        Settings::from_pairs(&pairs).map_err(|e| e.to_string())
+    }
+
+    #[spin_sdk::http_service]
+    async fn handle(req: Request) -> impl IntoResponse {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "these routes take POST".to_owned());
+        }
+        let Some(route) = Route::from_path(req.uri().path()) else {
+            return text(StatusCode::NOT_FOUND, format!("no such route: {}", req.uri().path()));
+        };
+        let settings = match settings() {
+            Ok(s) => s,
+            // A configuration mistake: fail loudly, Pub/Sub keeps the messages until it is fixed.
+            Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e),
+        };
+        let headers = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
+            .collect();
+        let body = match req.into_body().bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
+        };
+        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
+        let outcome = flow::handle(route, &PushRequest { headers, body }, &env);
+        let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = text(status, outcome.body);
+        if let Some(skip) = outcome.skipped {
+            resp.headers_mut().insert("x-tributary-window-skip", spin_sdk::http::HeaderValue::from_static(skip));
+        }
+        resp
+    }
+
+    fn text(status: StatusCode, body: String) -> Response<String> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        resp
+    }
+}

@@ -1,0 +1,5 @@
+//! What every push function does first and last: decode a Pub/Sub push request ([`envelope`], wrapped
+//! and unwrapped) and, for a message that can never become rows, build its [`dead_letter`] row.
+
+pub mod dead_letter;
+pub mod envelope;
