@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (package, artifact file name, env var the host reads).
-const GUESTS: [(&str, &str, &str); 3] = [
+const GUESTS: [(&str, &str, &str); 4] = [
     ("pubsub-push", "pubsub_push.wasm", "TRIBUTARY_PUBSUB_PUSH_WASM"),
+    ("anomaly-check", "anomaly_check.wasm", "TRIBUTARY_ANOMALY_CHECK_WASM"),
     ("transform", "transform.wasm", "TRIBUTARY_TRANSFORM_WASM"),
     ("chaos-transform", "chaos_transform.wasm", "TRIBUTARY_CHAOS_TRANSFORM_WASM"),
 ];

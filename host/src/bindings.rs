@@ -4,12 +4,14 @@
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "pubsub-push",
+        world: "host-capabilities",
         imports: {
             // Runs another component: may trap, and awaits it.
             "tributary:pipeline/transform.transform": async | trappable,
             // Waits for the group commit.
             "tributary:pipeline/sink.write": async,
+            // Waits for the state store (a blocking redb transaction or a Redis round trip).
+            "tributary:pipeline/state": async,
         },
     });
 
@@ -24,4 +26,5 @@ mod generated {
 }
 
 pub use generated::transform_component::{TransformComponent, TransformComponentPre};
-pub use generated::tributary::pipeline::{sink, transform, types};
+pub use generated::tributary::pipeline::{sink, state, transform, types};
+pub use generated::wasi::config::store as config_store;

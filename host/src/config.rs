@@ -3,6 +3,7 @@
 //! Parsing (`serde`, unknown keys refused) is separate from [`Config::validate`], which checks values
 //! against each other and the limits of the parts they configure.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,13 @@ pub struct Config {
     pub bigquery: BigQueryConfig,
     /// Component files that replace the built-in ones.
     pub components: ComponentsConfig,
+    /// The `state` import's store.
+    pub state: StateConfig,
+    /// The timer that closes windows when traffic stops.
+    pub timers: TimersConfig,
+    /// Settings handed to each function through `wasi:config/store`, by function name:
+    /// `[functions.anomaly-check]` `lateness_seconds = 120`. Values are strings, numbers or booleans.
+    pub functions: BTreeMap<String, BTreeMap<String, toml::Value>>,
     /// Switches for tests only.
     pub testing: TestingConfig,
 }
@@ -54,6 +62,9 @@ impl Default for Config {
             sink: SinkConfig::default(),
             bigquery: BigQueryConfig::default(),
             components: ComponentsConfig::default(),
+            state: StateConfig::default(),
+            timers: TimersConfig::default(),
+            functions: BTreeMap::new(),
             testing: TestingConfig::default(),
         }
     }
@@ -271,6 +282,66 @@ pub struct ComponentsConfig {
     pub transform: Option<PathBuf>,
 }
 
+/// Where the `state` import keeps its keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    /// redb at `data_dir/state.redb`: durable, one host.
+    #[default]
+    Embedded,
+    /// Redis or Valkey at `state.redis_url`: shared by host replicas.
+    Redis,
+}
+
+/// The `state` import.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// `embedded` or `redis`.
+    pub backend: StateBackend,
+    /// `redis://host:port/db` (or `rediss://` for TLS), when `backend = "redis"`.
+    pub redis_url: String,
+    /// Prefix of every Redis key this host writes (so several deployments can share one Redis).
+    pub key_prefix: String,
+    /// One state call, in ms; slower is `unavailable` (the push fails, Pub/Sub redelivers).
+    pub op_timeout_ms: u64,
+    /// Longest key a function may use, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value a function may store, in bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Embedded,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "tributary:".into(),
+            op_timeout_ms: 1_000,
+            max_key_bytes: 1024,
+            max_value_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The timer contract: every `tick_ms` the host POSTs each function's tick route
+/// (`/push/anomaly/tick`, `/push/sensors/tick`), which closes windows that are due, also when no
+/// traffic arrives. 0 turns the timer off (an outside scheduler can call the routes instead).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimersConfig {
+    pub tick_ms: u64,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        Self { tick_ms: 5_000 }
+    }
+}
+
+/// Functions that take settings, and so may have a `[functions.<name>]` table.
+pub const CONFIGURABLE_FUNCTIONS: [&str; 1] = ["anomaly-check"];
+
 /// Test-only switches. Never enable them in production.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -342,6 +413,22 @@ impl Config {
                 return invalid("bigquery request byte caps must stay within BigQuery's 10 MB per request".into());
             }
         }
+        for (name, settings) in &self.functions {
+            if !CONFIGURABLE_FUNCTIONS.contains(&name.as_str()) {
+                return invalid(format!(
+                    "[functions.{name}]: no such function takes settings (known: {})",
+                    CONFIGURABLE_FUNCTIONS.join(", ")
+                ));
+            }
+            for (key, value) in settings {
+                if setting_text(value).is_none() {
+                    return invalid(format!("functions.{name}.{key}: expected a string, number or boolean"));
+                }
+            }
+        }
+        if self.state.op_timeout_ms == 0 || self.state.max_key_bytes == 0 || self.state.max_value_bytes == 0 {
+            return invalid("state.op_timeout_ms, state.max_key_bytes and state.max_value_bytes must be at least 1".into());
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(format!("listen and admin_listen are both {}", self.listen));
         }
@@ -349,9 +436,49 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The `wasi:config/store` pairs of function `name`.
+    pub fn function_settings(&self, name: &str) -> Vec<(String, String)> {
+        self.functions
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), setting_text(v)?)))
+            .collect()
+    }
+}
+
+/// A setting as the text a function reads.
+fn setting_text(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Float(f) => Some(f.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn function_settings_become_text_and_unknown_functions_are_refused() {
+        let c = Config::parse(
+            "[functions.anomaly-check]\nlateness_seconds = 600\nsigma = 2.5\n[state]\nbackend = \"redis\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(
+            c.function_settings("anomaly-check"),
+            vec![("lateness_seconds".to_owned(), "600".to_owned()), ("sigma".to_owned(), "2.5".to_owned())]
+        );
+        let c = Config::parse("[functions.anomaly]\nx = 1\n").expect("parses");
+        assert!(c.validate().expect_err("unknown").to_string().contains("[functions.anomaly]"));
+        let c = Config::parse("[functions.anomaly-check]\nx = [1]\n").expect("parses");
+        assert!(c.validate().is_err());
+    }
 
     #[test]
     fn empty_file_is_the_defaults_and_valid() {

@@ -28,8 +28,9 @@ pub fn build(guest: &GuestConfig) -> wasmtime::Result<Engine> {
     // Stack for guest code; deep recursion traps instead of growing without bound.
     config.max_wasm_stack(1 << 20);
 
-    // Each push instance calls at most one transform instance at a time: two components per slot.
-    let slots = guest.max_instances.saturating_mul(2);
+    // Two functions keep up to `max_instances` instances each (one push each at a time), and each
+    // busy instance calls at most one transform instance: four components per slot, with room to spare.
+    let slots = guest.max_instances.saturating_mul(4);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         // A Rust wasip2 component has a handful of core instances (main module, shims, fixups).

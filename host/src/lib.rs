@@ -16,7 +16,9 @@ pub mod metrics;
 pub mod native;
 pub mod push;
 pub mod server;
+pub mod settings;
 pub mod sink;
+pub mod state;
 pub mod transform;
 pub mod warehouse;
 
@@ -43,6 +45,8 @@ pub mod components {
     pub const PUBSUB_PUSH: &[u8] = include_bytes!(env!("TRIBUTARY_PUBSUB_PUSH_WASM"));
     /// `functions/transform`.
     pub const TRANSFORM: &[u8] = include_bytes!(env!("TRIBUTARY_TRANSFORM_WASM"));
+    /// `functions/anomaly-check`.
+    pub const ANOMALY_CHECK: &[u8] = include_bytes!(env!("TRIBUTARY_ANOMALY_CHECK_WASM"));
     /// TEST FIXTURE `tests/components/chaos-transform`: a file path, for `components.transform`.
     pub const CHAOS_TRANSFORM_PATH: &str = env!("TRIBUTARY_CHAOS_TRANSFORM_WASM");
 }
@@ -104,8 +108,16 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     };
     let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
 
-    let (pusher, ticker) = match mode {
-        Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), None),
+    let store = Arc::new(state::Store::open(&config.state, &config.data_dir).await.context("opening the state store")?);
+    let caps = |function: &str, transform: Arc<transform::TransformRunner>| push::Capabilities {
+        transform,
+        sink: sink.clone(),
+        state: state::Scoped::new(Arc::clone(&store), function, &config.state, Arc::clone(&metrics)),
+        settings: Arc::new(settings::Settings(config.function_settings(function))),
+    };
+
+    let (pusher, analysis, ticker) = match mode {
+        Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), None, None),
         Mode::Wasm => {
             let engine = engine::build(&config.guest).map_err(wasm_error)?;
             let transform_bytes = match &config.components.transform {
@@ -114,25 +126,33 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                 }
                 None => components::TRANSFORM.to_vec(),
             };
-            let (push_component, transform_component) = {
+            let compiled = {
                 let engine = engine.clone();
                 tokio::task::spawn_blocking(move || {
                     let push = Component::new(&engine, components::PUBSUB_PUSH);
+                    let analysis = Component::new(&engine, components::ANOMALY_CHECK);
                     let transform = Component::new(&engine, &transform_bytes);
-                    (push, transform)
+                    (push, analysis, transform)
                 })
                 .await?
             };
-            let push_component = push_component.map_err(wasm_error).context("compiling pubsub-push")?;
-            let transform_component =
-                transform_component.map_err(wasm_error).context("compiling the transform component")?;
-            let runner = transform::TransformRunner::new(&engine, &transform_component, &config.guest)
-                .map_err(wasm_error)
-                .context("linking the transform component")?;
-            let handler = push::PushRoute::new(&engine, &push_component, Arc::new(runner), sink.clone(), &config.guest)
-                .map_err(wasm_error)
-                .context("linking pubsub-push")?;
-            (Pusher::Wasm(handler), Some(EpochTicker::start(engine)))
+            let push_component = compiled.0.map_err(wasm_error).context("compiling pubsub-push")?;
+            let analysis_component = compiled.1.map_err(wasm_error).context("compiling anomaly-check")?;
+            let transform_component = compiled.2.map_err(wasm_error).context("compiling the transform component")?;
+            let runner = Arc::new(
+                transform::TransformRunner::new(&engine, &transform_component, &config.guest)
+                    .map_err(wasm_error)
+                    .context("linking the transform component")?,
+            );
+            let handler =
+                push::PushRoute::new(&engine, &push_component, caps("pubsub-push", Arc::clone(&runner)), &config.guest)
+                    .map_err(wasm_error)
+                    .context("linking pubsub-push")?;
+            let analysis =
+                push::PushRoute::new(&engine, &analysis_component, caps("anomaly-check", runner), &config.guest)
+                    .map_err(wasm_error)
+                    .context("linking anomaly-check")?;
+            (Pusher::Wasm(handler), Some(analysis), Some(EpochTicker::start(engine)))
         }
     };
 
@@ -146,19 +166,48 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let (stop, stopped) = watch::channel(false);
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
     let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
+    let timer = analysis.is_some() && config.timers.tick_ms > 0;
     let app = Arc::new(App {
         pusher,
+        analysis,
         metrics: Arc::clone(&metrics),
         in_flight,
         sink: sink.clone(),
         embedded: config.sink.backend == Backend::Embedded,
     });
     let admin = Arc::new(Admin { reader, fault });
-    let servers = vec![
+    let mut servers = vec![
         tokio::spawn(server::serve(listener, app, stopped.clone(), drain)),
-        tokio::spawn(server::serve(admin_listener, admin, stopped, Duration::from_secs(5))),
+        tokio::spawn(server::serve(admin_listener, admin, stopped.clone(), Duration::from_secs(5))),
     ];
+    if timer {
+        servers.push(tokio::spawn(tick(addr, Duration::from_millis(config.timers.tick_ms), stopped)));
+    }
     Ok(RunningHost { addr, admin_addr, metrics, stop, servers, sink, flusher, _ticker: ticker })
+}
+
+/// The timer contract: POSTs every tick route of the host's own listener each `every`, the way an
+/// outside scheduler would, until `stop`. A tick that fails is logged; the next one tries again.
+async fn tick(addr: SocketAddr, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        for route in server::TICK_ROUTES {
+            match tokio::time::timeout(every.max(Duration::from_secs(10)), client::post(addr, route, &[], "")).await {
+                Ok(Ok((status, _))) if (200..300).contains(&status) => {}
+                Ok(Ok((status, body))) => {
+                    tracing::warn!(route, status, body = %String::from_utf8_lossy(&body), "timer tick failed")
+                }
+                Ok(Err(e)) => tracing::warn!(route, error = %e, "timer tick failed"),
+                Err(_) => tracing::warn!(route, "timer tick timed out"),
+            }
+        }
+    }
 }
 
 impl RunningHost {

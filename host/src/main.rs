@@ -61,7 +61,7 @@ enum Command {
 enum BigqueryAction {
     /// Create (or replace) the seed's analytics views (sql/*.sql) in the dataset.
     Views,
-    /// Print the tables' DDL (sql/ddl.sql) for the configured project and dataset.
+    /// Print the built-in tables' DDL for the configured project, dataset and partitioning.
     Ddl,
 }
 
@@ -100,7 +100,7 @@ async fn bigquery(action: BigqueryAction, config: Option<PathBuf>) -> anyhow::Re
         bail!("bigquery.project is not set (pass --config with a [bigquery] section)");
     }
     match action {
-        BigqueryAction::Ddl => print!("{}", views::render(views::DDL, &bq.project, &bq.dataset)),
+        BigqueryAction::Ddl => print!("{}", views::ddl(&bq.project, &bq.dataset, bq.partition)),
         BigqueryAction::Views => {
             let rest = Rest::new(bq, std::sync::Arc::new(Auth::new(bq.credentials).await?))?;
             for name in views::apply(&rest).await? {

@@ -38,6 +38,28 @@ pub struct ApiLabels {
     pub api: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `embedded` or `redis`.
+    pub backend: String,
+    /// `get`, `cas`, `delete`, `scan`.
+    pub op: String,
+    /// `ok`, `unavailable`, `invalid`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SkipLabels {
+    pub route: String,
+    /// `late` (its window had closed) or `future` (event time far ahead of processing time).
+    pub reason: String,
+}
+
 /// Every metric of the host.
 #[derive(Debug)]
 pub struct Metrics {
@@ -56,6 +78,11 @@ pub struct Metrics {
     pub bigquery_request_rows: Family<ApiLabels, Histogram>,
     pub bigquery_request_bytes: Family<ApiLabels, Histogram>,
     pub bigquery_retries: Family<ApiLabels, Counter>,
+    pub state_ops: Family<StateLabels, Counter>,
+    pub state_seconds: Family<BackendLabels, Histogram>,
+    pub state_conflicts: Family<BackendLabels, Counter>,
+    pub window_skipped: Family<SkipLabels, Counter>,
+    pub ticks: Family<PushLabels, Counter>,
 }
 
 impl Metrics {
@@ -114,6 +141,26 @@ impl Metrics {
             "BigQuery calls retried after a transient failure",
             bigquery_retries.clone(),
         );
+        let state_ops = Family::<StateLabels, Counter>::default();
+        registry.register("state_ops", "State calls by functions, by backend, operation and result", state_ops.clone());
+        let state_seconds = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+        });
+        registry.register("state_seconds", "Duration of one state call", state_seconds.clone());
+        let state_conflicts = Family::<BackendLabels, Counter>::default();
+        registry.register(
+            "state_conflicts",
+            "Compare-and-swaps that lost to another writer (the function retries)",
+            state_conflicts.clone(),
+        );
+        let window_skipped = Family::<SkipLabels, Counter>::default();
+        registry.register(
+            "window_skipped",
+            "Events and readings left out of their window: late (window closed) or future (clock far ahead)",
+            window_skipped.clone(),
+        );
+        let ticks = Family::<PushLabels, Counter>::default();
+        registry.register("ticks", "Timer ticks sent to functions, by route and outcome", ticks.clone());
         Arc::new(Self {
             registry,
             pushes,
@@ -130,6 +177,11 @@ impl Metrics {
             bigquery_request_rows,
             bigquery_request_bytes,
             bigquery_retries,
+            state_ops,
+            state_seconds,
+            state_conflicts,
+            window_skipped,
+            ticks,
         })
     }
 
@@ -145,5 +197,23 @@ impl Metrics {
     pub fn push(&self, route: &str, outcome: &str, seconds: f64) {
         self.pushes.get_or_create(&PushLabels { route: route.to_owned(), outcome: outcome.to_owned() }).inc();
         self.ack_latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+    }
+
+    pub fn state_op(&self, backend: &str, op: &str, result: &str, seconds: f64) {
+        let labels = StateLabels { backend: backend.to_owned(), op: op.to_owned(), result: result.to_owned() };
+        self.state_ops.get_or_create(&labels).inc();
+        self.state_seconds.get_or_create(&BackendLabels { backend: backend.to_owned() }).observe(seconds);
+    }
+
+    pub fn tick(&self, route: &str, outcome: &str) {
+        self.ticks.get_or_create(&PushLabels { route: route.to_owned(), outcome: outcome.to_owned() }).inc();
+    }
+
+    pub fn state_conflict(&self, backend: &str) {
+        self.state_conflicts.get_or_create(&BackendLabels { backend: backend.to_owned() }).inc();
+    }
+
+    pub fn window_skip(&self, route: &str, reason: &str) {
+        self.window_skipped.get_or_create(&SkipLabels { route: route.to_owned(), reason: reason.to_owned() }).inc();
     }
 }

@@ -1,4 +1,5 @@
-//! Serving a push route with the push-handler component (WASIp3 `wasi:http/handler`).
+//! Serving a function's routes with its component (WASIp3 `wasi:http/handler`): the push handler
+//! (`/push/events`) and the anomaly-check function (`/push/anomaly`, `/push/sensors` and their ticks).
 //!
 //! Instances come from one `instantiate_pre` made at start and are reused for up to
 //! `guest.instance_reuse` pushes, one push at a time: the `sink.write` import blocks its instance
@@ -22,9 +23,11 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 use crate::config::GuestConfig;
 use crate::engine;
 use crate::sink::GroupCommit;
+use crate::settings::Settings;
+use crate::state::Scoped;
 use crate::transform::TransformRunner;
 
-/// The data of one push-handler store: WASI, wasi:http, limits, and the two capabilities.
+/// The data of one push-handler store: WASI, wasi:http, limits, and the capabilities.
 pub struct PushState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
@@ -33,6 +36,19 @@ pub struct PushState {
     limits: StoreLimits,
     pub(crate) sink: GroupCommit,
     pub(crate) transform: Arc<TransformRunner>,
+    pub(crate) state: Scoped,
+    pub(crate) settings: Arc<Settings>,
+}
+
+/// What the host provides to one function's instances.
+#[derive(Clone)]
+pub struct Capabilities {
+    pub transform: Arc<TransformRunner>,
+    pub sink: GroupCommit,
+    /// The function's own view of the state store.
+    pub state: Scoped,
+    /// The function's `wasi:config/store` settings.
+    pub settings: Arc<Settings>,
 }
 
 impl WasiView for PushState {
@@ -75,8 +91,7 @@ impl WasiHttpHooks for NoOutbound {
 pub struct PushRoute {
     engine: Engine,
     pre: ProxyPre<PushState>,
-    sink: GroupCommit,
-    transform: Arc<TransformRunner>,
+    caps: Capabilities,
     guest: GuestConfig,
 }
 
@@ -85,8 +100,7 @@ impl PushRoute {
     pub fn new(
         engine: &Engine,
         component: &Component,
-        transform: Arc<TransformRunner>,
-        sink: GroupCommit,
+        caps: Capabilities,
         guest: &GuestConfig,
     ) -> wasmtime::Result<ProxyHandler<Self>> {
         let mut linker = Linker::<PushState>::new(engine);
@@ -96,9 +110,11 @@ impl PushRoute {
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
         crate::sink::add_to_linker(&mut linker)?;
         crate::transform::add_to_linker(&mut linker)?;
+        crate::state::add_to_linker(&mut linker)?;
+        crate::settings::add_to_linker(&mut linker)?;
         let pre = linker.instantiate_pre(component)?;
         let pre = ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?);
-        Ok(ProxyHandler::new(Self { engine: engine.clone(), pre, sink, transform, guest: guest.clone() }))
+        Ok(ProxyHandler::new(Self { engine: engine.clone(), pre, caps, guest: guest.clone() }))
     }
 
     fn new_store(&self) -> Store<PushState> {
@@ -112,8 +128,10 @@ impl PushRoute {
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            sink: self.sink.clone(),
-            transform: Arc::clone(&self.transform),
+            sink: self.caps.sink.clone(),
+            transform: Arc::clone(&self.caps.transform),
+            state: self.caps.state.clone(),
+            settings: Arc::clone(&self.caps.settings),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

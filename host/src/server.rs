@@ -31,6 +31,12 @@ pub const MAX_PUSH_BYTES: u64 = 16 << 20;
 /// The route the events topic is pushed to.
 pub const EVENTS_ROUTE: &str = "/push/events";
 
+/// The anomaly-check function's routes: pushes, then the timer routes (see `functions/anomaly-check`).
+pub const ANALYSIS_ROUTES: [&str; 4] = ["/push/anomaly", "/push/sensors", "/push/anomaly/tick", "/push/sensors/tick"];
+
+/// The timer routes, POSTed every `timers.tick_ms`.
+pub const TICK_ROUTES: [&str; 2] = ["/push/anomaly/tick", "/push/sensors/tick"];
+
 /// Who handles pushes.
 pub enum Pusher {
     /// The push-handler component (the product).
@@ -41,7 +47,10 @@ pub enum Pusher {
 
 /// The function routes.
 pub struct App {
+    /// `/push/events`.
     pub pusher: Pusher,
+    /// [`ANALYSIS_ROUTES`]: the anomaly-check component (not in the native benchmark mode).
+    pub analysis: Option<ProxyHandler<PushRoute>>,
     pub metrics: Arc<Metrics>,
     /// Pushes in flight, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub slows down)
     /// rather than a queue that only adds latency.
@@ -72,16 +81,25 @@ impl App {
             }
             (_, EVENTS_ROUTE) => {
                 let started = Instant::now();
-                let resp = self.push(req).await;
-                let outcome = match resp.status().as_u16() {
-                    200..=299 => "acked",
-                    429 => "overloaded",
-                    503 => "unavailable",
-                    413 => "too_large",
-                    _ if resp.headers().contains_key("x-tributary-guest-error") => "guest_error",
-                    _ => "failed",
+                let resp = self.push(&self.pusher, req).await;
+                self.metrics.push(EVENTS_ROUTE, outcome(&resp), started.elapsed().as_secs_f64());
+                resp
+            }
+            (_, path) if ANALYSIS_ROUTES.contains(&path.trim_end_matches('/')) => {
+                let route = ANALYSIS_ROUTES.iter().copied().find(|r| *r == path.trim_end_matches('/')).unwrap_or(path);
+                let Some(handler) = &self.analysis else {
+                    return text(StatusCode::NOT_FOUND, "the analysis functions do not run in this mode\n");
                 };
-                self.metrics.push(EVENTS_ROUTE, outcome, started.elapsed().as_secs_f64());
+                let started = Instant::now();
+                let resp = self.guest(handler, req).await;
+                if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
+                    self.metrics.window_skip(route, reason);
+                }
+                if TICK_ROUTES.contains(&route) {
+                    self.metrics.tick(route, outcome(&resp));
+                } else {
+                    self.metrics.push(route, outcome(&resp), started.elapsed().as_secs_f64());
+                }
                 resp
             }
             (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => self.insert_all(req).await,
@@ -103,7 +121,24 @@ impl App {
         resp
     }
 
-    async fn push(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn push(&self, pusher: &Pusher, req: Request<Incoming>) -> Response<Body> {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
+        }
+        match pusher {
+            Pusher::Native(native) => {
+                let Ok(_permit) = self.in_flight.try_acquire() else {
+                    return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
+                };
+                native.handle(req).await
+            }
+            Pusher::Wasm(handler) => self.guest(handler, req).await,
+        }
+    }
+
+    /// Runs one request through a function's component, within the in-flight limit.
+    async fn guest(&self, handler: &ProxyHandler<PushRoute>, req: Request<Incoming>) -> Response<Body> {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
             return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
@@ -111,24 +146,30 @@ impl App {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
         };
-        match &self.pusher {
-            Pusher::Native(native) => native.handle(req).await,
-            Pusher::Wasm(handler) => {
-                let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
-                match handler.handle((), req).await {
-                    Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-                    Err(error) => {
-                        // A trap, a deadline or an instantiation failure: this push fails, Pub/Sub
-                        // redelivers it, and every other push goes on.
-                        tracing::warn!(error = format!("{error:#}"), "push handler failed");
-                        let mut resp =
-                            text(StatusCode::INTERNAL_SERVER_ERROR, format!("push handler failed: {error}\n"));
-                        resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
-                        resp
-                    }
-                }
+        let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+        match handler.handle((), req).await {
+            Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+            Err(error) => {
+                // A trap, a deadline or an instantiation failure: this push fails, Pub/Sub
+                // redelivers it, and every other push goes on.
+                tracing::warn!(error = format!("{error:#}"), "function failed");
+                let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, format!("function failed: {error}\n"));
+                resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
+                resp
             }
         }
+    }
+}
+
+/// The metric label of a function's answer.
+fn outcome(resp: &Response<Body>) -> &'static str {
+    match resp.status().as_u16() {
+        200..=299 => "acked",
+        429 => "overloaded",
+        503 => "unavailable",
+        413 => "too_large",
+        _ if resp.headers().contains_key("x-tributary-guest-error") => "guest_error",
+        _ => "failed",
     }
 }
 

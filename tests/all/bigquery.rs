@@ -267,7 +267,7 @@ async fn shipped_views_compute_the_seed_metrics() {
     let sd = (baseline.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (baseline.len() as f64 - 1.0)).sqrt();
     let rows = bq.query(
         "SELECT FORMAT_TIMESTAMP('%H:%M', minute) AS minute, events_count, unique_users, mean_events, stddev_events, \
-         traffic_status, user_status FROM tributary.traffic_anomalies ORDER BY minute",
+         traffic_status, user_status FROM tributary.traffic_last_hour ORDER BY minute",
     );
     assert_eq!(rows.len(), 2, "{rows:?}");
     let number = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).expect("number");

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod anomaly;
 mod bigquery;
 mod cli;
 mod faults;
@@ -11,3 +12,4 @@ mod guest_isolation;
 mod insert_api;
 mod push_e2e;
 mod restart;
+mod state;

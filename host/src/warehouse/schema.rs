@@ -97,6 +97,76 @@ fn tables() -> Vec<TableSchema> {
                 col("failed_at", Timestamp, true),
             ],
         },
+        // anomaly-check: one row per closed minute (seed §5.2, streaming).
+        TableSchema {
+            name: "traffic_anomalies",
+            columns: vec![
+                col("minute", Timestamp, true),
+                col("events_count", Int64, true),
+                col("unique_users", Int64, true),
+                col("unique_sessions", Int64, true),
+                col("baseline_minutes", Int64, true),
+                col("mean_events", Float64, false),
+                col("stddev_events", Float64, false),
+                col("mean_users", Float64, false),
+                col("stddev_users", Float64, false),
+                col("traffic_status", String, true),
+                col("user_status", String, true),
+                col("closed_by", String, true),
+                col("closed_at", Timestamp, true),
+            ],
+        },
+        // transform (sensor mode) + anomaly-check: every reading, normalized and judged (seed §7.2).
+        TableSchema {
+            name: "sensor_readings",
+            columns: vec![
+                col("reading_id", String, true),
+                col("sensor_id", String, true),
+                col("sensor_type", String, true),
+                col("location", String, false),
+                col("timestamp", Timestamp, true),
+                col("value", Float64, true),
+                col("unit", String, false),
+                col("normalized_value", Float64, true),
+                col("normalized_unit", String, true),
+                col("is_anomaly", Bool, false),
+                col("anomaly_reason", String, false),
+                col("processed_at", Timestamp, false),
+            ],
+        },
+        TableSchema {
+            name: "sensor_anomalies",
+            columns: vec![
+                col("reading_id", String, true),
+                col("sensor_id", String, true),
+                col("sensor_type", String, true),
+                col("location", String, false),
+                col("timestamp", Timestamp, true),
+                col("normalized_value", Float64, true),
+                col("reason", String, true),
+                col("z_score", Float64, false),
+                col("baseline_mean", Float64, false),
+                col("baseline_stddev", Float64, false),
+                col("detected_at", Timestamp, true),
+            ],
+        },
+        // 5-minute tumbling windows per location and sensor type, over normal readings.
+        TableSchema {
+            name: "sensor_aggregates",
+            columns: vec![
+                col("window_start", Timestamp, true),
+                col("window_end", Timestamp, true),
+                col("location", String, true),
+                col("sensor_type", String, true),
+                col("readings_count", Int64, true),
+                col("avg_value", Float64, true),
+                col("min_value", Float64, true),
+                col("max_value", Float64, true),
+                col("stddev_value", Float64, false),
+                col("closed_by", String, true),
+                col("closed_at", Timestamp, true),
+            ],
+        },
     ]
 }
 

@@ -74,25 +74,38 @@ pub fn ddl_fields(table: &TableSchema) -> Vec<Field> {
     fields
 }
 
-/// The `Table` resource that creates a built-in table: day partitions, clustering for events.
-pub fn table_resource(project: &str, dataset: &str, table: &TableSchema, partition: Partition) -> Value {
-    let field = match (partition, table.name) {
-        (Partition::EventTime, "streaming_events") => "timestamp",
+/// The column a built-in table is partitioned on by day.
+pub fn partition_field(table: &TableSchema, partition: Partition) -> &'static str {
+    match (partition, table.name) {
+        (Partition::EventTime, "streaming_events" | "sensor_readings" | "sensor_anomalies") => "timestamp",
         (Partition::EventTime, "dead_letter") => "failed_at",
+        (Partition::EventTime, "traffic_anomalies") => "minute",
+        (Partition::EventTime, "sensor_aggregates") => "window_start",
         _ => "_inserted_at",
-    };
+    }
+}
+
+/// The columns a built-in table is clustered by, for its usual filters.
+pub fn clustering(table: &TableSchema) -> &'static [&'static str] {
+    match table.name {
+        "streaming_events" => &["user_id", "event_type"],
+        "dead_letter" => &["stage", "error_reason"],
+        "sensor_readings" => &["location", "sensor_id"],
+        "sensor_anomalies" => &["sensor_id"],
+        "sensor_aggregates" => &["location", "sensor_type"],
+        _ => &[],
+    }
+}
+
+/// The `Table` resource that creates a built-in table: day partitions, clustering.
+pub fn table_resource(project: &str, dataset: &str, table: &TableSchema, partition: Partition) -> Value {
     let mut resource = json!({
         "tableReference": {"projectId": project, "datasetId": dataset, "tableId": table.name},
         "schema": {"fields": ddl_fields(table)},
-        "timePartitioning": {"type": "DAY", "field": field},
+        "timePartitioning": {"type": "DAY", "field": partition_field(table, partition)},
     });
-    let clustering: &[&str] = match table.name {
-        "streaming_events" => &["user_id", "event_type"],
-        "dead_letter" => &["stage", "error_reason"],
-        _ => &[],
-    };
-    if !clustering.is_empty() {
-        resource["clustering"] = json!({"fields": clustering});
+    if !clustering(table).is_empty() {
+        resource["clustering"] = json!({"fields": clustering(table)});
     }
     resource
 }

@@ -1,18 +1,43 @@
 //! The seed's analytics SQL shipped with the binary (`sql/*.sql`): `tributary bigquery views` creates
-//! the views in the configured dataset; `tributary bigquery ddl` prints the tables' DDL.
+//! the views in the configured dataset; `tributary bigquery ddl` prints the tables' DDL, generated from
+//! the same schemas the host creates the tables from (seed §6.2 for the events).
+
+use std::fmt::Write as _;
 
 use super::error::BigQueryError;
-use super::rest::Rest;
-
-/// The table DDL (seed §6.2), with `{project}`/`{dataset}` placeholders.
-pub const DDL: &str = include_str!("../../../../sql/ddl.sql");
+use super::rest::{self, Rest};
+use crate::config::Partition;
+use crate::warehouse::schema;
 
 /// Views, in creation order: (name, SQL with placeholders).
 pub const VIEWS: &[(&str, &str)] = &[
     ("realtime_activity", include_str!("../../../../sql/realtime_activity.sql")),
-    ("traffic_anomalies", include_str!("../../../../sql/traffic_anomalies.sql")),
+    ("traffic_last_hour", include_str!("../../../../sql/traffic_last_hour.sql")),
     ("dashboard_summary", include_str!("../../../../sql/dashboard.sql")),
 ];
+
+/// `CREATE TABLE IF NOT EXISTS` for every built-in table, as `tributary up` would create them.
+pub fn ddl(project: &str, dataset: &str, partition: Partition) -> String {
+    let mut out = String::from(
+        "-- The tables `tributary up` creates on first use (sink.backend = bigquery-*), for creating them ahead\n\
+         -- of time with `bq query` instead.\n",
+    );
+    for table in schema::builtin() {
+        let _ = writeln!(out, "\nCREATE TABLE IF NOT EXISTS `{project}.{dataset}.{}` (", table.name);
+        let fields = rest::ddl_fields(table);
+        for (i, f) in fields.iter().enumerate() {
+            let not_null = if f.mode == "REQUIRED" { " NOT NULL" } else { "" };
+            let comma = if i + 1 < fields.len() { "," } else { "" };
+            let _ = writeln!(out, "  {} {}{not_null}{comma}", f.name, f.ty);
+        }
+        let _ = write!(out, ")\nPARTITION BY DATE({})", rest::partition_field(table, partition));
+        if !rest::clustering(table).is_empty() {
+            let _ = write!(out, "\nCLUSTER BY {}", rest::clustering(table).join(", "));
+        }
+        out.push_str(";\n");
+    }
+    out
+}
 
 /// Fills the placeholders.
 pub fn render(sql: &str, project: &str, dataset: &str) -> String {
@@ -35,9 +60,20 @@ mod tests {
 
     #[test]
     fn placeholders_are_all_filled() {
-        for (name, sql) in VIEWS.iter().chain([&("ddl", DDL)]) {
+        for (name, sql) in VIEWS {
             let out = render(sql, "p", "d");
             assert!(!out.contains('{') && out.contains("`p.d."), "{name}");
         }
+    }
+
+    #[test]
+    fn ddl_covers_every_builtin_table() {
+        let ddl = ddl("p", "d", Partition::EventTime);
+        for table in schema::builtin() {
+            assert!(ddl.contains(&format!("`p.d.{}`", table.name)), "{}", table.name);
+        }
+        assert!(ddl.contains("event_type STRING NOT NULL,"));
+        assert!(ddl.contains("PARTITION BY DATE(minute);"));
+        assert!(ddl.contains("PARTITION BY DATE(timestamp)\nCLUSTER BY user_id, event_type;"));
     }
 }

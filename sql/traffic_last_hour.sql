@@ -1,7 +1,7 @@
--- Seed §5.2, adapted: per-minute traffic of the last 10 minutes against the baseline of the minutes
+-- Seed §5.2 as a query (the streaming anomaly-check function writes the table `traffic_anomalies`): per-minute
 -- from 70 to 10 minutes ago; outside mean ± 2σ is HIGH_TRAFFIC/LOW_TRAFFIC (events) and
 -- USER_SPIKE/USER_DROP (unique users), else NORMAL.
-CREATE OR REPLACE VIEW `{project}.{dataset}.traffic_anomalies` AS
+CREATE OR REPLACE VIEW `{project}.{dataset}.traffic_last_hour` AS
 WITH minutes AS (
   SELECT
     TIMESTAMP_TRUNC(timestamp, MINUTE) AS minute,
