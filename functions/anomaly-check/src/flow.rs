@@ -13,25 +13,17 @@
 //! state step is idempotent per message id, so a redelivery never counts twice.
 
 use chrono::{DateTime, Utc};
-use push_envelope::dead_letter::{self, Failure};
-use push_envelope::envelope::{self, PushRequest};
+use push_envelope::dead_letter::Failure;
+use push_envelope::envelope::PushRequest;
+use push_envelope::steps::{self, Answer};
+pub use push_envelope::steps::{Sink, Transformer};
 use serde_json::Value;
-use tributary_model::{Message, Rejection, Row, RowError, WriteError, WriteOutcome, tables};
+use state_update::{self as store, Change, State, StateError};
+use tributary_model::{Message, Row, tables};
 
 use crate::sensors::{self, Location, Reading, Sensor, Windowed};
 use crate::settings::Settings;
-use crate::store::{self, Change, State, StateError};
 use crate::traffic::{self, Event, Observed, Traffic};
-
-/// The transform step (the `transform` import in wasm).
-pub trait Transformer {
-    fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection>;
-}
-
-/// The sink step (the `sink` import in wasm): returns once the rows are durable.
-pub trait Sink {
-    fn write(&self, rows: Vec<Row>) -> WriteOutcome;
-}
 
 /// What a request needs: the imports, the settings and the processing time.
 pub struct Env<'a, T, S, St> {
@@ -77,25 +69,26 @@ pub struct Outcome {
 
 impl Outcome {
     fn ok() -> Self {
-        Outcome { status: 204, body: String::new(), skipped: None }
+        Answer::ok().into()
     }
+}
 
-    fn failed(status: u16, body: impl Into<String>) -> Self {
-        Outcome { status, body: body.into(), skipped: None }
+impl From<Answer> for Outcome {
+    fn from(a: Answer) -> Self {
+        Outcome { status: a.status, body: a.body, skipped: None }
     }
 }
 
 impl From<StateError> for Outcome {
     fn from(e: StateError) -> Self {
         // Even a corrupt value fails the push rather than dropping it: the value needs a person.
-        Outcome::failed(503, e.to_string())
+        Answer::failed(503, e.to_string()).into()
     }
 }
 
-impl From<WriteError> for Outcome {
-    fn from(e: WriteError) -> Self {
-        let status = if matches!(e, WriteError::Overloaded(_)) { 429 } else { 503 };
-        Outcome::failed(status, e.to_string())
+impl From<tributary_model::WriteError> for Outcome {
+    fn from(e: tributary_model::WriteError) -> Self {
+        Answer::from(e).into()
     }
 }
 
@@ -116,20 +109,11 @@ fn push<T: Transformer, S: Sink, St: State>(
     env: &Env<'_, T, S, St>,
     analysis: Analysis<T, S, St>,
 ) -> Outcome {
-    let msg = match envelope::decode(req) {
-        Ok(msg) => msg,
-        Err(e) => {
-            let msg = Message { id: envelope::fallback_id(req), data: req.body.clone(), ..Message::default() };
-            let failure = Failure { reason: e.reason().to_owned(), message: e.to_string(), stage: "decode" };
-            return dead_letter(&msg, failure, env);
-        }
-    };
-    let rows = match env.transform.transform(&msg) {
-        Ok(rows) => rows,
-        Err(r) => return dead_letter(&msg, Failure { reason: r.reason, message: r.message, stage: "transform" }, env),
-    };
-    match analysis(&msg, rows, env) {
-        Ok(outcome) | Err(outcome) => outcome,
+    match steps::decode_and_transform(req, env.transform, env.sink, env.now) {
+        Ok((msg, rows)) => match analysis(&msg, rows, env) {
+            Ok(outcome) | Err(outcome) => outcome,
+        },
+        Err(answer) => answer.into(),
     }
 }
 
@@ -282,33 +266,12 @@ const STATE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Locations closed per tick.
 const SCAN_LIMIT: u32 = 10_000;
 
-/// Writes a message's own rows; refused rows dead-letter the message, as in pubsub-push.
 fn write_message_rows<T, S: Sink, St>(msg: &Message, rows: Vec<Row>, env: &Env<'_, T, S, St>) -> Outcome {
-    match env.sink.write(rows) {
-        Ok(refused) if refused.is_empty() => Outcome::ok(),
-        Ok(refused) => dead_letter(msg, refused_rows(&refused), env),
-        Err(e) => e.into(),
-    }
-}
-
-fn refused_rows(refused: &[RowError]) -> Failure {
-    let message = refused
-        .iter()
-        .map(|e| match &e.location {
-            Some(loc) => format!("row {}: {} (at {loc})", e.index, e.message),
-            None => format!("row {}: {}", e.index, e.message),
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    Failure { reason: refused[0].reason.clone(), message, stage: "sink" }
+    steps::write_message_rows(msg, rows, env.sink, env.now).into()
 }
 
 fn dead_letter<T, S: Sink, St>(msg: &Message, failure: Failure, env: &Env<'_, T, S, St>) -> Outcome {
-    match env.sink.write(vec![dead_letter::row(msg, &failure, env.now)]) {
-        Ok(refused) if refused.is_empty() => Outcome::ok(),
-        Ok(refused) => Outcome::failed(500, format!("dead letter refused: {}", refused_rows(&refused).message)),
-        Err(e) => e.into(),
-    }
+    steps::dead_letter(msg, failure, env.sink, env.now).into()
 }
 
 fn object(row: &Row) -> Result<serde_json::Map<String, Value>, String> {
@@ -363,8 +326,10 @@ fn parse_reading(msg: &Message, row: &Row) -> Result<(Reading, serde_json::Map<S
 mod tests {
     use std::cell::RefCell;
 
+    use state_update::memory::MemoryState;
+    use tributary_model::{Rejection, WriteError, WriteOutcome};
+
     use super::*;
-    use crate::store::memory::MemoryState;
 
     /// Stands in for the transform component: the payload is the row's JSON, table by its shape.
     struct Passthrough;

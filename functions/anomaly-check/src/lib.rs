@@ -2,13 +2,12 @@
 //! with tumbling aggregates (`/push/sensors`), with state kept between pushes through the host's
 //! `state` import and the timer routes `…/tick` (see [`flow`]).
 //!
-//! `lib.rs` is glue only: the logic lives in [`flow`], [`traffic`], [`sensors`], [`store`] and
-//! [`settings`], which compile and are tested natively.
+//! `lib.rs` is glue only: the logic lives in [`flow`], [`traffic`], [`sensors`] and [`settings`] (and the
+//! shared `push-envelope` and `state-update` crates), which compile and are tested natively.
 
 pub mod flow;
 pub mod sensors;
 pub mod settings;
-pub mod store;
 pub mod traffic;
 
 #[cfg(target_arch = "wasm32")]
@@ -18,9 +17,10 @@ mod component {
     use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode};
     use tributary_model as model;
 
+    use state_update as store;
+
     use crate::flow::{self, Env, Route};
     use crate::settings::Settings;
-    use crate::store;
 
     wit_bindgen::generate!({
         path: "../../wit",

@@ -21,7 +21,7 @@ use serde_json::json;
 use tributary_model::Row;
 
 use crate::settings::Settings;
-use crate::store::digest;
+use state_update::digest;
 use crate::traffic::rfc3339;
 
 /// Readings' table (written by the transform, completed here).

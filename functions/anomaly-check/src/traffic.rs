@@ -23,7 +23,7 @@ use serde_json::json;
 use tributary_model::Row;
 
 use crate::settings::Settings;
-use crate::store::digest;
+use state_update::digest;
 
 /// The state key of the traffic analysis.
 pub const KEY: &str = "traffic";

@@ -10,7 +10,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use tributary_model::{Message, Rejection, Row, RowError, WriteError, WriteOutcome};
+use tributary_model::{Message, Rejection, Row, WriteError, WriteOutcome};
 
 use crate::dead_letter::{self, Failure};
 use crate::envelope::{self, PushRequest};
@@ -86,29 +86,15 @@ pub async fn handle(
     let count = rows.len();
     match sink.write(rows).await {
         Ok(refused) if refused.is_empty() => Outcome::Written { rows: count },
-        Ok(refused) => dead_letter(&msg, refused_rows(&refused), sink, now()).await,
+        Ok(refused) => dead_letter(&msg, Failure::refused(&refused), sink, now()).await,
         Err(e) => Outcome::Retry(e),
     }
-}
-
-/// The rows of a message that were written stay written; the message is dead-lettered with every
-/// refusal, so nothing of it is lost and the push is acked.
-fn refused_rows(refused: &[RowError]) -> Failure {
-    let message = refused
-        .iter()
-        .map(|e| match &e.location {
-            Some(loc) => format!("row {}: {} (at {loc})", e.index, e.message),
-            None => format!("row {}: {}", e.index, e.message),
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    Failure { reason: refused[0].reason.clone(), message, stage: "sink" }
 }
 
 async fn dead_letter(msg: &Message, failure: Failure, sink: &impl Sink, now: DateTime<Utc>) -> Outcome {
     match sink.write(vec![dead_letter::row(msg, &failure, now)]).await {
         Ok(refused) if refused.is_empty() => Outcome::DeadLettered(failure),
-        Ok(refused) => Outcome::DeadLetterRefused(refused_rows(&refused).message),
+        Ok(refused) => Outcome::DeadLetterRefused(Failure::refused(&refused).message),
         Err(e) => Outcome::Retry(e),
     }
 }
@@ -116,6 +102,8 @@ async fn dead_letter(msg: &Message, failure: Failure, sink: &impl Sink, now: Dat
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
+
+    use tributary_model::RowError;
 
     use super::*;
 

@@ -5,7 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tributary_model::{Message, Row, tables};
+use tributary_model::{Message, Row, RowError, tables};
 
 /// Why a message was dead-lettered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,22 @@ pub struct Failure {
     pub message: String,
     /// Which stage refused it: `decode`, `transform` or `sink`.
     pub stage: &'static str,
+}
+
+impl Failure {
+    /// The warehouse refused some of a message's rows: one failure naming every refusal. The rows of
+    /// the message that were written stay written.
+    pub fn refused(refused: &[RowError]) -> Failure {
+        let message = refused
+            .iter()
+            .map(|e| match &e.location {
+                Some(loc) => format!("row {}: {} (at {loc})", e.index, e.message),
+                None => format!("row {}: {}", e.index, e.message),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Failure { reason: refused.first().map_or_else(String::new, |e| e.reason.clone()), message, stage: "sink" }
+    }
 }
 
 /// Builds the dead-letter row for `msg`. The insert id is the message id, so a redelivered poison

@@ -102,7 +102,7 @@ pub fn digest(id: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "memory"))]
 pub mod memory {
     //! TEST DOUBLE: an in-memory [`State`] with the host's semantics (store-wide versions), and a
     //! fault switch.
@@ -112,7 +112,7 @@ pub mod memory {
 
     use super::*;
 
-    #[derive(Default)]
+    #[derive(Default, Debug)]
     pub struct MemoryState {
         pub map: RefCell<BTreeMap<String, Entry>>,
         seq: Cell<u64>,
