@@ -325,8 +325,8 @@ impl Default for StateConfig {
 }
 
 /// The timer contract: every `tick_ms` the host POSTs each function's tick route
-/// (`/push/anomaly/tick`, `/push/sensors/tick`), which closes windows that are due, also when no
-/// traffic arrives. 0 turns the timer off (an outside scheduler can call the routes instead).
+/// (`/push/anomaly/tick`, `/push/sensors/tick`, `/push/recommend/tick`), which closes windows that are
+/// due (also when no traffic arrives) and recomputes debounced users. 0 turns the timer off (an outside scheduler can call the routes instead).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimersConfig {
@@ -340,7 +340,7 @@ impl Default for TimersConfig {
 }
 
 /// Functions that take settings, and so may have a `[functions.<name>]` table.
-pub const CONFIGURABLE_FUNCTIONS: [&str; 1] = ["anomaly-check"];
+pub const CONFIGURABLE_FUNCTIONS: [&str; 2] = ["anomaly-check", "recommend-trigger"];
 
 /// Test-only switches. Never enable them in production.
 #[derive(Debug, Clone, Default, Deserialize)]

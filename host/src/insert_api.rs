@@ -77,6 +77,7 @@ pub async fn handle(
         return error(404, "NOT_FOUND", &format!("Not found: Table {project}:{dataset}.{table}"));
     }
     let stamp = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
+    let keyed = builtin.and_then(|t| t.keyed);
     let rows: Vec<Row> = request
         .rows
         .into_iter()
@@ -87,18 +88,21 @@ pub async fn handle(
             {
                 row.json.retain(|k, _| t.columns.iter().any(|c| c.name == k));
             }
+            // A keyed table is upserted: the row's key is its insert id (the latest version wins).
+            let key = keyed.and_then(|k| match row.json.get(k.key)? {
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            });
             Row {
                 table: table.to_owned(),
                 // Without an insert id BigQuery does not dedup either: a fresh one per row.
-                insert_id: row
-                    .insert_id
-                    .filter(|id| !id.is_empty())
-                    .unwrap_or_else(|| format!("insertall-{stamp}-{i}")),
+                insert_id: key.or(row.insert_id.filter(|id| !id.is_empty())).unwrap_or_else(|| format!("insertall-{stamp}-{i}")),
                 json: Value::Object(row.json).to_string(),
             }
         })
         .collect();
-    match sink.write(rows).await {
+    let mode = if keyed.is_some() { crate::sink::Mode::Upsert } else { crate::sink::Mode::Append };
+    match crate::sink::write_mode(sink, rows, mode).await {
         Ok(refused) => (200, response(&refused)),
         Err(WriteError::Overloaded(m)) => error(429, "RESOURCE_EXHAUSTED", &m),
         Err(WriteError::Unavailable(m)) => error(503, "UNAVAILABLE", &m),

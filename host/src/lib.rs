@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod insert_api;
+pub mod load;
 pub mod metrics;
 pub mod native;
 pub mod push;
@@ -47,6 +48,17 @@ pub mod components {
     pub const TRANSFORM: &[u8] = include_bytes!(env!("TRIBUTARY_TRANSFORM_WASM"));
     /// `functions/anomaly-check`.
     pub const ANOMALY_CHECK: &[u8] = include_bytes!(env!("TRIBUTARY_ANOMALY_CHECK_WASM"));
+    /// `functions/recommend-trigger`.
+    pub const RECOMMEND_TRIGGER: &[u8] = include_bytes!(env!("TRIBUTARY_RECOMMEND_TRIGGER_WASM"));
+
+    /// The stateful functions' components, by name (see `server::FUNCTIONS`).
+    pub fn stateful(name: &str) -> Option<&'static [u8]> {
+        match name {
+            "anomaly-check" => Some(ANOMALY_CHECK),
+            "recommend-trigger" => Some(RECOMMEND_TRIGGER),
+            _ => None,
+        }
+    }
     /// TEST FIXTURE `tests/components/chaos-transform`: a file path, for `components.transform`.
     pub const CHAOS_TRANSFORM_PATH: &str = env!("TRIBUTARY_CHAOS_TRANSFORM_WASM");
 }
@@ -116,8 +128,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         settings: Arc::new(settings::Settings(config.function_settings(function))),
     };
 
-    let (pusher, analysis, ticker) = match mode {
-        Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), None, None),
+    let (pusher, functions, ticker) = match mode {
+        Mode::Native => (Pusher::Native(native::NativePush { sink: sink.clone() }), Vec::new(), None),
         Mode::Wasm => {
             let engine = engine::build(&config.guest).map_err(wasm_error)?;
             let transform_bytes = match &config.components.transform {
@@ -130,15 +142,17 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                 let engine = engine.clone();
                 tokio::task::spawn_blocking(move || {
                     let push = Component::new(&engine, components::PUBSUB_PUSH);
-                    let analysis = Component::new(&engine, components::ANOMALY_CHECK);
                     let transform = Component::new(&engine, &transform_bytes);
-                    (push, analysis, transform)
+                    let functions: Vec<_> = server::FUNCTIONS
+                        .iter()
+                        .map(|(name, _)| (*name, components::stateful(name).map(|bytes| Component::new(&engine, bytes))))
+                        .collect();
+                    (push, transform, functions)
                 })
                 .await?
             };
             let push_component = compiled.0.map_err(wasm_error).context("compiling pubsub-push")?;
-            let analysis_component = compiled.1.map_err(wasm_error).context("compiling anomaly-check")?;
-            let transform_component = compiled.2.map_err(wasm_error).context("compiling the transform component")?;
+            let transform_component = compiled.1.map_err(wasm_error).context("compiling the transform component")?;
             let runner = Arc::new(
                 transform::TransformRunner::new(&engine, &transform_component, &config.guest)
                     .map_err(wasm_error)
@@ -148,11 +162,18 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                 push::PushRoute::new(&engine, &push_component, caps("pubsub-push", Arc::clone(&runner)), &config.guest)
                     .map_err(wasm_error)
                     .context("linking pubsub-push")?;
-            let analysis =
-                push::PushRoute::new(&engine, &analysis_component, caps("anomaly-check", runner), &config.guest)
+            let mut functions = Vec::new();
+            for ((name, compiled), (_, routes)) in compiled.2.into_iter().zip(server::FUNCTIONS) {
+                let component = compiled
+                    .with_context(|| format!("no component built for {name}"))?
                     .map_err(wasm_error)
-                    .context("linking anomaly-check")?;
-            (Pusher::Wasm(handler), Some(analysis), Some(EpochTicker::start(engine)))
+                    .with_context(|| format!("compiling {name}"))?;
+                let handler = push::PushRoute::new(&engine, &component, caps(name, Arc::clone(&runner)), &config.guest)
+                    .map_err(wasm_error)
+                    .with_context(|| format!("linking {name}"))?;
+                functions.push(server::Function { routes, handler });
+            }
+            (Pusher::Wasm(handler), functions, Some(EpochTicker::start(engine)))
         }
     };
 
@@ -166,10 +187,10 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let (stop, stopped) = watch::channel(false);
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
     let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
-    let timer = analysis.is_some() && config.timers.tick_ms > 0;
+    let timer = !functions.is_empty() && config.timers.tick_ms > 0;
     let app = Arc::new(App {
         pusher,
-        analysis,
+        functions,
         metrics: Arc::clone(&metrics),
         in_flight,
         sink: sink.clone(),

@@ -47,6 +47,14 @@ enum Command {
     },
     /// Benchmark the wasm push path against the native baseline in one run.
     Bench(tributary::bench::BenchOptions),
+    /// Bulk-load data through a running host's functions.
+    Load {
+        #[command(subcommand)]
+        what: LoadKind,
+        /// The running host's function address.
+        #[arg(long, default_value = "127.0.0.1:3000", global = true)]
+        host: SocketAddr,
+    },
     /// BigQuery helpers, using the `[bigquery]` section of the config.
     Bigquery {
         #[command(subcommand)]
@@ -63,6 +71,18 @@ enum BigqueryAction {
     Views,
     /// Print the built-in tables' DDL for the configured project, dataset and partitioning.
     Ddl,
+}
+
+#[derive(Subcommand)]
+enum LoadKind {
+    /// A product catalog, one JSON product per line (`product_id`, `product_name`, `category`,
+    /// `popularity_score`, `status`), pushed to `/push/products` as catalog changes.
+    Products {
+        file: PathBuf,
+        /// Pushes in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +104,13 @@ fn main() -> anyhow::Result<()> {
         Command::Up { listen, admin_listen, data, config } => runtime.block_on(up(listen, admin_listen, data, config)),
         Command::Sql { query, format, admin, data } => runtime.block_on(sql(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
+        Command::Load { what: LoadKind::Products { file, concurrency }, host } => {
+            runtime.block_on(async {
+                let report = tributary::load::products(host, &file, concurrency).await?;
+                println!("{report}");
+                Ok(())
+            })
+        }
         Command::Bench(options) => runtime.block_on(async {
             let report = tributary::bench::run(&options).await?;
             println!("{report}");

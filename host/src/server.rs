@@ -31,11 +31,20 @@ pub const MAX_PUSH_BYTES: u64 = 16 << 20;
 /// The route the events topic is pushed to.
 pub const EVENTS_ROUTE: &str = "/push/events";
 
-/// The anomaly-check function's routes: pushes, then the timer routes (see `functions/anomaly-check`).
-pub const ANALYSIS_ROUTES: [&str; 4] = ["/push/anomaly", "/push/sensors", "/push/anomaly/tick", "/push/sensors/tick"];
+/// The stateful functions and their routes (pushes and timer routes).
+pub const FUNCTIONS: [(&str, &[&str]); 2] = [
+    ("anomaly-check", &["/push/anomaly", "/push/sensors", "/push/anomaly/tick", "/push/sensors/tick"]),
+    ("recommend-trigger", &["/push/recommend", "/push/products", "/push/recommend/tick"]),
+];
 
 /// The timer routes, POSTed every `timers.tick_ms`.
-pub const TICK_ROUTES: [&str; 2] = ["/push/anomaly/tick", "/push/sensors/tick"];
+pub const TICK_ROUTES: [&str; 3] = ["/push/anomaly/tick", "/push/sensors/tick", "/push/recommend/tick"];
+
+/// A stateful function's component, serving its routes.
+pub struct Function {
+    pub routes: &'static [&'static str],
+    pub handler: ProxyHandler<PushRoute>,
+}
 
 /// Who handles pushes.
 pub enum Pusher {
@@ -49,8 +58,8 @@ pub enum Pusher {
 pub struct App {
     /// `/push/events`.
     pub pusher: Pusher,
-    /// [`ANALYSIS_ROUTES`]: the anomaly-check component (not in the native benchmark mode).
-    pub analysis: Option<ProxyHandler<PushRoute>>,
+    /// The stateful functions ([`FUNCTIONS`]; not in the native benchmark mode).
+    pub functions: Vec<Function>,
     pub metrics: Arc<Metrics>,
     /// Pushes in flight, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub slows down)
     /// rather than a queue that only adds latency.
@@ -85,10 +94,9 @@ impl App {
                 self.metrics.push(EVENTS_ROUTE, outcome(&resp), started.elapsed().as_secs_f64());
                 resp
             }
-            (_, path) if ANALYSIS_ROUTES.contains(&path.trim_end_matches('/')) => {
-                let route = ANALYSIS_ROUTES.iter().copied().find(|r| *r == path.trim_end_matches('/')).unwrap_or(path);
-                let Some(handler) = &self.analysis else {
-                    return text(StatusCode::NOT_FOUND, "the analysis functions do not run in this mode\n");
+            (_, path) if self.function(path).is_some() => {
+                let Some((route, handler)) = self.function(path) else {
+                    return text(StatusCode::NOT_FOUND, "no such route\n");
                 };
                 let started = Instant::now();
                 let resp = self.guest(handler, req).await;
@@ -105,6 +113,12 @@ impl App {
             (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => self.insert_all(req).await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
+    }
+
+    /// The function serving `path`, and the route as declared.
+    fn function(&self, path: &str) -> Option<(&'static str, &ProxyHandler<PushRoute>)> {
+        let path = path.trim_end_matches('/');
+        self.functions.iter().find_map(|f| Some((*f.routes.iter().find(|r| **r == path)?, &f.handler)))
     }
 
     async fn insert_all(&self, req: Request<Incoming>) -> Response<Body> {

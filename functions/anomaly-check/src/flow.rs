@@ -58,7 +58,7 @@ impl Route {
 /// How a request ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    /// 204 (ack), 429/503 (redeliver), 500 (the dead letter itself was refused).
+    /// 204 (ack), 200 (dead-lettered and acked), 429/503 (redeliver), 500 (the dead letter itself was refused).
     pub status: u16,
     /// Empty on success, the reason otherwise.
     pub body: String,
@@ -226,8 +226,8 @@ fn analyze_reading<T: Transformer, S: Sink, St: State>(
         rows.push(sensors::anomaly_row(&reading, a, now_ms));
     }
     let outcome = write_message_rows(msg, rows, env);
-    if outcome.status == 204 {
-        // The reading is durable; the closed windows are written now or by the next call or tick.
+    if (200..300).contains(&outcome.status) {
+        // The reading (or its dead letter) is durable; the closed windows are written now or by the next call or tick.
         flush_location(&window_key, pending, env)?;
     }
     Ok(Outcome { skipped, ..outcome })
@@ -430,8 +430,8 @@ mod tests {
         let (sink, state) = (Recorder::default(), MemoryState::default());
         let settings = Settings::default();
         let e = env(&sink, &state, &settings, Utc::now());
-        assert_eq!(handle(Route::Sensors, &push_of("x", "not json"), &e).status, 204);
-        assert_eq!(handle(Route::Anomaly, &push_of("y", r#"{"user_id":"u"}"#), &e).status, 204);
+        assert_eq!(handle(Route::Sensors, &push_of("x", "not json"), &e).status, 200);
+        assert_eq!(handle(Route::Anomaly, &push_of("y", r#"{"user_id":"u"}"#), &e).status, 200);
         let tables: Vec<String> = sink.rows.borrow().iter().map(|r| r.table.clone()).collect();
         assert_eq!(tables, vec!["dead_letter", "dead_letter"]);
     }

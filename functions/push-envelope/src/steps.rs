@@ -21,7 +21,7 @@ pub trait Sink {
 /// How a request ended: the HTTP status Pub/Sub sees and a reason for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
-    /// 204 acks; 429/503 redeliver; 500: the dead letter itself was refused.
+    /// 204 acks, 200 acks a dead-lettered message; 429/503 redeliver; 500: the dead letter itself was refused.
     pub status: u16,
     pub body: String,
 }
@@ -77,10 +77,13 @@ pub fn write_message_rows(msg: &Message, rows: Vec<Row>, sink: &impl Sink, now: 
     }
 }
 
-/// Writes `msg`'s dead letter: 204 once durable, 500 if refused, 429/503 if the sink failed.
+/// Writes `msg`'s dead letter: 200 (an ack, with the reason in the body) once durable, 500 if refused,
+/// 429/503 if the sink failed.
 pub fn dead_letter(msg: &Message, failure: Failure, sink: &impl Sink, now: DateTime<Utc>) -> Answer {
     match sink.write(vec![dead_letter::row(msg, &failure, now)]) {
-        Ok(refused) if refused.is_empty() => Answer::ok(),
+        Ok(refused) if refused.is_empty() => {
+            Answer { status: 200, body: format!("dead-lettered ({}): {}", failure.reason, failure.message) }
+        }
         Ok(refused) => Answer::failed(500, format!("dead letter refused: {}", Failure::refused(&refused).message)),
         Err(e) => e.into(),
     }

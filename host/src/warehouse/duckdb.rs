@@ -2,7 +2,8 @@
 //! (window functions, JSON extraction, STDDEV, COUNT DISTINCT, timestamp truncation) in-process.
 //!
 //! Exact dedup: `_insert_id` is each table's primary key and every insert is `ON CONFLICT DO NOTHING`,
-//! so a redelivered message never makes a second row, also across restarts. DuckDB allows one writing
+//! so a redelivered message never makes a second row, also across restarts. Keyed tables (upserts) use
+//! the same key with `ON CONFLICT DO UPDATE ... WHERE` the incoming version is not older. DuckDB allows one writing
 //! process per file, so other readers go through the host's admin `/query` route.
 
 use std::collections::HashSet;
@@ -61,11 +62,28 @@ impl DuckDb {
             .map_err(db_error)?;
             let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
             let columns = columns.join(", ");
-            let mv = format!(
-                "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
-                 ON CONFLICT (_insert_id) DO NOTHING",
-                t.name
-            );
+            let mv = match t.keyed {
+                None => format!(
+                    "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
+                     ON CONFLICT (_insert_id) DO NOTHING",
+                    t.name
+                ),
+                // Upserts: the latest version per key in the flush replaces the stored row unless that
+                // one is newer.
+                Some(keyed) => {
+                    let set: Vec<String> =
+                        t.columns.iter().map(|c| format!("\"{0}\" = excluded.\"{0}\"", c.name)).collect();
+                    format!(
+                        "INSERT INTO \"{table}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
+                         QUALIFY row_number() OVER (PARTITION BY _insert_id ORDER BY \"{v}\" DESC) = 1 \
+                         ON CONFLICT (_insert_id) DO UPDATE SET {set}, _inserted_at = excluded._inserted_at \
+                         WHERE excluded.\"{v}\" >= \"{table}\".\"{v}\"",
+                        table = t.name,
+                        v = keyed.version,
+                        set = set.join(", "),
+                    )
+                }
+            };
             let clear = format!("DELETE FROM \"{stage}\"");
             staging.push(Staging { table: stage, move_rows: mv, clear });
         }
@@ -91,7 +109,8 @@ impl Warehouse for DuckDb {
             };
             match self.tables[table].cells(&row.json) {
                 Ok(cells) => {
-                    if seen.insert((table, row.insert_id.as_str())) {
+                    // Several versions of one key in a flush all go to staging; the move keeps the latest.
+                    if self.tables[table].keyed.is_some() || seen.insert((table, row.insert_id.as_str())) {
                         let mut values: Vec<Value> = cells.into_iter().map(to_value).collect();
                         values.push(Value::Text(row.insert_id.clone()));
                         accepted.push((table, values));
@@ -195,6 +214,24 @@ mod tests {
         let report = db.write(&[event("2", "b"), event("3", "c")]).expect("write");
         assert_eq!(report, WriteReport { refused: vec![], inserted: 1, duplicates: 1 });
         assert_eq!(count(&db, "SELECT count(*) FROM streaming_events"), 3);
+    }
+
+    #[test]
+    fn keyed_tables_upsert_and_never_go_back_in_time() {
+        let mut db = DuckDb::in_memory().expect("open");
+        let recs = |user: &str, score: i64, at: &str| Row {
+            table: "realtime_user_recs".into(),
+            insert_id: user.into(),
+            json: format!(r#"{{"user_id":"{user}","recommendations":[],"activity_score":{score},"updated_at":"{at}"}}"#),
+        };
+        db.write(&[recs("u", 1, "2026-01-01T10:00:00Z"), recs("u", 3, "2026-01-01T10:02:00Z"), recs("u", 2, "2026-01-01T10:01:00Z")])
+            .expect("write");
+        assert_eq!(count(&db, "SELECT activity_score FROM realtime_user_recs"), 3, "the latest in the flush");
+        db.write(&[recs("u", 9, "2026-01-01T09:00:00Z")]).expect("write");
+        assert_eq!(count(&db, "SELECT activity_score FROM realtime_user_recs"), 3, "an older version loses");
+        db.write(&[recs("u", 4, "2026-01-01T11:00:00Z"), recs("v", 1, "2026-01-01T11:00:00Z")]).expect("write");
+        assert_eq!(count(&db, "SELECT activity_score FROM realtime_user_recs WHERE user_id = 'u'"), 4);
+        assert_eq!(count(&db, "SELECT count(*) FROM realtime_user_recs"), 2);
     }
 
     #[test]

@@ -44,6 +44,18 @@ pub struct Column {
 pub struct TableSchema {
     pub name: &'static str,
     pub columns: Vec<Column>,
+    /// Keyed tables take upserts instead of appends (see [`Keyed`]).
+    pub keyed: Option<Keyed>,
+}
+
+/// A table whose rows are upserted: the row's insert id is its key (the value of `key`), and a row
+/// replaces the stored one with the same key unless that one has a later `version`.
+#[derive(Debug, Clone, Copy)]
+pub struct Keyed {
+    /// The column the key comes from (the insert id must equal it).
+    pub key: &'static str,
+    /// A TIMESTAMP column: the later one wins.
+    pub version: &'static str,
 }
 
 const fn col(name: &'static str, ty: ColumnType, required: bool) -> Column {
@@ -78,6 +90,7 @@ fn tables() -> Vec<TableSchema> {
                 col("message_id", String, false),
                 col("processed_at", Timestamp, false),
             ],
+            keyed: None,
         },
         TableSchema {
             name: tables::DEAD_LETTER,
@@ -96,6 +109,7 @@ fn tables() -> Vec<TableSchema> {
                 col("error_message", String, false),
                 col("failed_at", Timestamp, true),
             ],
+            keyed: None,
         },
         // anomaly-check: one row per closed minute (seed §5.2, streaming).
         TableSchema {
@@ -115,6 +129,7 @@ fn tables() -> Vec<TableSchema> {
                 col("closed_by", String, true),
                 col("closed_at", Timestamp, true),
             ],
+            keyed: None,
         },
         // transform (sensor mode) + anomaly-check: every reading, normalized and judged (seed §7.2).
         TableSchema {
@@ -133,6 +148,7 @@ fn tables() -> Vec<TableSchema> {
                 col("anomaly_reason", String, false),
                 col("processed_at", Timestamp, false),
             ],
+            keyed: None,
         },
         TableSchema {
             name: "sensor_anomalies",
@@ -149,6 +165,7 @@ fn tables() -> Vec<TableSchema> {
                 col("baseline_stddev", Float64, false),
                 col("detected_at", Timestamp, true),
             ],
+            keyed: None,
         },
         // 5-minute tumbling windows per location and sensor type, over normal readings.
         TableSchema {
@@ -166,6 +183,32 @@ fn tables() -> Vec<TableSchema> {
                 col("closed_by", String, true),
                 col("closed_at", Timestamp, true),
             ],
+            keyed: None,
+        },
+        // recommend-trigger: one row per user, upserted (seed §7.3).
+        TableSchema {
+            name: "realtime_user_recs",
+            columns: vec![
+                col("user_id", String, true),
+                // [{product_id, product_name, category, recommendation_score}], best first.
+                col("recommendations", Json, true),
+                col("activity_score", Int64, true),
+                col("updated_at", Timestamp, true),
+            ],
+            keyed: Some(Keyed { key: "user_id", version: "updated_at" }),
+        },
+        // recommend-trigger: the product catalog as last seen, upserted.
+        TableSchema {
+            name: "products",
+            columns: vec![
+                col("product_id", String, true),
+                col("product_name", String, true),
+                col("category", String, true),
+                col("popularity_score", Float64, true),
+                col("status", String, true),
+                col("updated_at", Timestamp, true),
+            ],
+            keyed: Some(Keyed { key: "product_id", version: "updated_at" }),
         },
     ]
 }

@@ -135,6 +135,10 @@ impl BigQuery {
             for table in schema::builtin() {
                 runtime.block_on(inner.fields(table.name, deadline))?;
             }
+            // Keyed tables are read through their `_latest` views (upserts are appends here).
+            for (_, sql) in views::latest_views(inner.rest.project(), inner.rest.dataset()) {
+                runtime.block_on(retry::until(deadline, || inner.rest.query(&sql), |_| {}))?;
+            }
         }
         Ok(Self { runtime, inner })
     }
@@ -166,7 +170,13 @@ impl Inner {
                     continue;
                 }
             };
-            let prepared = Prepared { index, insert_id: row.insert_id.clone(), json };
+            // Upserts are appended (BigQuery's fallback; `<table>_latest` reads the newest row per
+            // key): the dedup id is key + version, so a newer version is never taken for a duplicate.
+            let insert_id = match crate::warehouse::schema::find(&row.table).and_then(|t| t.keyed) {
+                Some(k) => format!("{}@{}", row.insert_id, json.get(k.version).and_then(Value::as_str).unwrap_or_default()),
+                None => row.insert_id.clone(),
+            };
+            let prepared = Prepared { index, insert_id, json };
             match by_table.iter_mut().find(|(t, _)| *t == row.table) {
                 Some((_, list)) => list.push(prepared),
                 None => by_table.push((row.table.clone(), vec![prepared])),

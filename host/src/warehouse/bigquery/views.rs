@@ -44,12 +44,38 @@ pub fn render(sql: &str, project: &str, dataset: &str) -> String {
     sql.replace("{project}", project).replace("{dataset}", dataset)
 }
 
+/// `<table>_latest` for every keyed table: the newest row per key. BigQuery has no upsert without
+/// CDC, so keyed tables are appended to and read through this view.
+pub fn latest_views(project: &str, dataset: &str) -> Vec<(String, String)> {
+    schema::builtin()
+        .iter()
+        .filter_map(|t| {
+            let keyed = t.keyed?;
+            let name = format!("{}_latest", t.name);
+            let sql = format!(
+                "CREATE OR REPLACE VIEW `{project}.{dataset}.{name}` AS\n\
+                 SELECT * EXCEPT (_version_rank) FROM (\n  \
+                 SELECT *, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {version} DESC, _inserted_at DESC) AS _version_rank\n  \
+                 FROM `{project}.{dataset}.{table}`\n) WHERE _version_rank = 1",
+                key = keyed.key,
+                version = keyed.version,
+                table = t.name,
+            );
+            Some((name, sql))
+        })
+        .collect()
+}
+
 /// Creates (or replaces) every view; returns their names.
-pub async fn apply(rest: &Rest) -> Result<Vec<&'static str>, BigQueryError> {
+pub async fn apply(rest: &Rest) -> Result<Vec<String>, BigQueryError> {
     let mut done = Vec::new();
     for (name, sql) in VIEWS {
         rest.query(&render(sql, rest.project(), rest.dataset())).await?;
-        done.push(*name);
+        done.push((*name).to_owned());
+    }
+    for (name, sql) in latest_views(rest.project(), rest.dataset()) {
+        rest.query(&sql).await?;
+        done.push(name);
     }
     Ok(done)
 }
