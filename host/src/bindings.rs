@@ -10,6 +10,7 @@ mod generated {
             "tributary:pipeline/transform.transform": async | trappable,
             // Waits for the group commit.
             "tributary:pipeline/sink.write": async,
+            "tributary:pipeline/sink.upsert": async,
             // Waits for the state store (a blocking redb transaction or a Redis round trip).
             "tributary:pipeline/state": async,
         },

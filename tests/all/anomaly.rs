@@ -280,7 +280,7 @@ async fn scenario(name: &str, state_config: &str) {
         .iter()
         .map(|((loc, ty, w), xs)| {
             let (mean, sd) = mean_sd(xs).expect("several readings");
-            json!({"location": loc, "sensor_type": ty, "window": w, "readings_count": xs.len(), "avg_value": mean,
+            json!({"location": loc, "sensor_type": ty, "win": w, "readings_count": xs.len(), "avg_value": mean,
                 "min_value": xs.iter().copied().fold(f64::INFINITY, f64::min),
                 "max_value": xs.iter().copied().fold(f64::NEG_INFINITY, f64::max), "stddev_value": sd})
         })
@@ -291,8 +291,8 @@ async fn scenario(name: &str, state_config: &str) {
     .await;
     let actual = host
         .sql(&format!(
-            "SELECT location, sensor_type, (epoch_ms(window_start) - {sensor_base}) // {} AS window, readings_count, \
-             avg_value, min_value, max_value, stddev_value FROM sensor_aggregates ORDER BY location, sensor_type, window",
+            "SELECT location, sensor_type, (epoch_ms(window_start) - {sensor_base}) // {} AS win, readings_count, \
+             avg_value, min_value, max_value, stddev_value FROM sensor_aggregates ORDER BY location, sensor_type, win",
             5 * MINUTE
         ))
         .await;

@@ -72,8 +72,8 @@ impl Embedded {
             let now = now_ms();
             let version = {
                 let mut entries = txn.open_table(ENTRIES)?;
-                let current = entries.get(key.as_str())?.map(|g| g.value()).filter(|(_, exp, _)| live(*exp, now));
-                if current.map_or(0, |(v, _, _)| v) != expected {
+                let current = entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
+                if current.map_or(0, |(v, _)| v) != expected {
                     return Ok(None);
                 }
                 let mut meta = txn.open_table(META)?;
@@ -96,8 +96,8 @@ impl Embedded {
             let now = now_ms();
             {
                 let mut entries = txn.open_table(ENTRIES)?;
-                let current = entries.get(key.as_str())?.map(|g| g.value()).filter(|(_, exp, _)| live(*exp, now));
-                if current.map(|(v, _, _)| v) != Some(expected) {
+                let current = entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
+                if current.map(|(v, _)| v) != Some(expected) {
                     return Ok(false);
                 }
                 entries.remove(key.as_str())?;

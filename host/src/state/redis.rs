@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands as _, Script};
+use redis::Script;
 
 use super::{Entry, StateError};
 use crate::config::StateConfig;
@@ -72,7 +72,7 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let key = self.full(key);
         let (value, version): (Option<Vec<u8>>, Option<u64>) =
-            self.bounded(async move { conn.hget(&key, &["v", "n"]).await }).await?;
+            self.bounded(async move { redis::cmd("HMGET").arg(&key).arg("v").arg("n").query_async(&mut conn).await }).await?;
         Ok(match (value, version) {
             (Some(value), Some(version)) => Some(Entry { value, version }),
             _ => None,
