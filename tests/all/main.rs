@@ -11,5 +11,6 @@ mod faults;
 mod guest_isolation;
 mod insert_api;
 mod push_e2e;
+mod recommend;
 mod restart;
 mod state;
