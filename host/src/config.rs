@@ -427,7 +427,9 @@ impl Config {
             }
         }
         if self.state.op_timeout_ms == 0 || self.state.max_key_bytes == 0 || self.state.max_value_bytes == 0 {
-            return invalid("state.op_timeout_ms, state.max_key_bytes and state.max_value_bytes must be at least 1".into());
+            return invalid(
+                "state.op_timeout_ms, state.max_key_bytes and state.max_value_bytes must be at least 1".into(),
+            );
         }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(format!("listen and admin_listen are both {}", self.listen));

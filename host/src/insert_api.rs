@@ -96,7 +96,9 @@ pub async fn handle(
             Row {
                 table: table.to_owned(),
                 // Without an insert id BigQuery does not dedup either: a fresh one per row.
-                insert_id: key.or(row.insert_id.filter(|id| !id.is_empty())).unwrap_or_else(|| format!("insertall-{stamp}-{i}")),
+                insert_id: key
+                    .or(row.insert_id.filter(|id| !id.is_empty()))
+                    .unwrap_or_else(|| format!("insertall-{stamp}-{i}")),
                 json: Value::Object(row.json).to_string(),
             }
         })

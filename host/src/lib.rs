@@ -145,7 +145,9 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                     let transform = Component::new(&engine, &transform_bytes);
                     let functions: Vec<_> = server::FUNCTIONS
                         .iter()
-                        .map(|(name, _)| (*name, components::stateful(name).map(|bytes| Component::new(&engine, bytes))))
+                        .map(|(name, _)| {
+                            (*name, components::stateful(name).map(|bytes| Component::new(&engine, bytes)))
+                        })
                         .collect();
                     (push, transform, functions)
                 })

@@ -104,13 +104,11 @@ fn main() -> anyhow::Result<()> {
         Command::Up { listen, admin_listen, data, config } => runtime.block_on(up(listen, admin_listen, data, config)),
         Command::Sql { query, format, admin, data } => runtime.block_on(sql(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
-        Command::Load { what: LoadKind::Products { file, concurrency }, host } => {
-            runtime.block_on(async {
-                let report = tributary::load::products(host, &file, concurrency).await?;
-                println!("{report}");
-                Ok(())
-            })
-        }
+        Command::Load { what: LoadKind::Products { file, concurrency }, host } => runtime.block_on(async {
+            let report = tributary::load::products(host, &file, concurrency).await?;
+            println!("{report}");
+            Ok(())
+        }),
         Command::Bench(options) => runtime.block_on(async {
             let report = tributary::bench::run(&options).await?;
             println!("{report}");

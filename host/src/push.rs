@@ -22,8 +22,8 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpVi
 
 use crate::config::GuestConfig;
 use crate::engine;
-use crate::sink::GroupCommit;
 use crate::settings::Settings;
+use crate::sink::GroupCommit;
 use crate::state::Scoped;
 use crate::transform::TransformRunner;
 

@@ -76,10 +76,8 @@ fn expected_traffic(events: &[Ev]) -> Vec<Value> {
     minutes
         .iter()
         .map(|(&m, (events, users, sessions))| {
-            let base: Vec<(f64, f64)> = minutes
-                .range(m - 70..m - 10)
-                .map(|(_, (e, u, _))| (*e as f64, u.len() as f64))
-                .collect();
+            let base: Vec<(f64, f64)> =
+                minutes.range(m - 70..m - 10).map(|(_, (e, u, _))| (*e as f64, u.len() as f64)).collect();
             let ev = mean_sd(&base.iter().map(|b| b.0).collect::<Vec<_>>());
             let us = mean_sd(&base.iter().map(|b| b.1).collect::<Vec<_>>());
             json!({

@@ -350,20 +350,34 @@ async fn upserts_append_and_latest_view(backend: &str, extra: &str) {
             assert_eq!(status, 204, "{text}");
         }
     };
-    let lamp = |pop: f64, status: &str| {
-        json!({"product_id": "lamp", "product_name": "Lamp", "category": "home", "popularity_score": pop, "status": status})
-    };
+    let lamp = |pop: f64, status: &str| json!({"product_id": "lamp", "product_name": "Lamp", "category": "home", "popularity_score": pop, "status": status});
     push("c1", "2026-01-01T10:00:00Z", lamp(10.0, "active")).await;
     push("c2", "2026-01-01T11:00:00Z", lamp(90.0, "active")).await;
     push("c2", "2026-01-01T11:00:00Z", lamp(90.0, "active")).await; // a redelivery
     push("c0", "2026-01-01T09:00:00Z", lamp(1.0, "inactive")).await; // an older change, late: ignored
-    push("d1", "2026-01-01T10:00:00Z", json!({"product_id": "desk", "product_name": "Desk", "category": "home", "popularity_score": 50})).await;
-    assert_eq!(bq.count("SELECT COUNT(*) FROM tributary.products WHERE product_id = 'lamp'"), 2, "appended versions, redelivery deduplicated");
-    let latest = bq.query("SELECT product_id, popularity_score, status FROM tributary.products_latest ORDER BY product_id");
+    push(
+        "d1",
+        "2026-01-01T10:00:00Z",
+        json!({"product_id": "desk", "product_name": "Desk", "category": "home", "popularity_score": 50}),
+    )
+    .await;
+    assert_eq!(
+        bq.count("SELECT COUNT(*) FROM tributary.products WHERE product_id = 'lamp'"),
+        2,
+        "appended versions, redelivery deduplicated"
+    );
+    let latest =
+        bq.query("SELECT product_id, popularity_score, status FROM tributary.products_latest ORDER BY product_id");
     let number = |v: &Value| v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).expect("number");
     let got: Vec<(String, f64, String)> = latest
         .iter()
-        .map(|r| (r["product_id"].as_str().unwrap_or("").into(), number(&r["popularity_score"]), r["status"].as_str().unwrap_or("").into()))
+        .map(|r| {
+            (
+                r["product_id"].as_str().unwrap_or("").into(),
+                number(&r["popularity_score"]),
+                r["status"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
     assert_eq!(got, vec![("desk".into(), 50.0, "active".into()), ("lamp".into(), 90.0, "active".into())]);
 }

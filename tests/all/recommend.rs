@@ -61,7 +61,8 @@ fn sessions(catalog: &[Product]) -> Vec<Act> {
 /// The seed's procedure for one user, over the activities inside the window.
 fn expected(user: &str, acts: &[(Act, i64)], catalog: &[Product], now: i64) -> Option<Value> {
     let by_id: BTreeMap<&str, &Product> = catalog.iter().map(|p| (p.id.as_str(), p)).collect();
-    let mut mine: Vec<&(Act, i64)> = acts.iter().filter(|((u, _, _), t)| u == user && *t >= now - 120 * MINUTE).collect();
+    let mut mine: Vec<&(Act, i64)> =
+        acts.iter().filter(|((u, _, _), t)| u == user && *t >= now - 120 * MINUTE).collect();
     if mine.len() < 3 {
         return None;
     }
@@ -105,7 +106,10 @@ async fn publish(pubsub: &PubSub, acts: &[Act], catalog: &[Product], now: i64) -
         out.push((act.clone(), t));
     }
     // Events that are not shopping activity change nothing.
-    msgs.push((json!({"user_id": "u00", "event_type": "page_view", "timestamp": rfc3339(now)}).to_string().into_bytes(), json!({})));
+    msgs.push((
+        json!({"user_id": "u00", "event_type": "page_view", "timestamp": rfc3339(now)}).to_string().into_bytes(),
+        json!({}),
+    ));
     pubsub.publish("events", &msgs).await;
     out
 }
@@ -115,7 +119,8 @@ async fn assert_recs(host: &Host, users: &[String], acts: &[(Act, i64)], catalog
         users.iter().filter_map(|u| Some((u.as_str(), expected(u, acts, catalog, now)?))).collect();
     assert!(expected.len() >= 6 && expected.len() < users.len(), "the script has users on both sides of 3 activities");
     // Wait until every user's row reflects all of their activity (the debounce may hold one back).
-    let want: Vec<Value> = expected.iter().map(|(u, e)| json!({"user_id": u, "activity_score": e["activity_score"]})).collect();
+    let want: Vec<Value> =
+        expected.iter().map(|(u, e)| json!({"user_id": u, "activity_score": e["activity_score"]})).collect();
     wait_for("every user's recommendations", Duration::from_secs(60), || async {
         let got = host.sql("SELECT user_id, activity_score FROM realtime_user_recs ORDER BY user_id").await;
         (got == want).then_some(())
@@ -131,8 +136,15 @@ async fn assert_recs(host: &Host, users: &[String], acts: &[(Act, i64)], catalog
         let got = got.as_array().expect("list");
         assert_eq!(got.len(), want.len(), "{user}: {got:#?}");
         for (g, w) in got.iter().zip(want) {
-            assert_eq!((&g["product_id"], &g["category"], &g["product_name"]), (&w["product_id"], &w["category"], &w["product_name"]), "{user}");
-            let (gs, ws) = (g["recommendation_score"].as_f64().expect("score"), w["recommendation_score"].as_f64().expect("score"));
+            assert_eq!(
+                (&g["product_id"], &g["category"], &g["product_name"]),
+                (&w["product_id"], &w["category"], &w["product_name"]),
+                "{user}"
+            );
+            let (gs, ws) = (
+                g["recommendation_score"].as_f64().expect("score"),
+                w["recommendation_score"].as_f64().expect("score"),
+            );
             assert!((gs - ws).abs() < 1e-9, "{user} {}: score {gs}, expected {ws}", w["product_id"]);
         }
     }
@@ -142,11 +154,8 @@ async fn assert_recs(host: &Host, users: &[String], acts: &[(Act, i64)], catalog
 async fn recommendations_follow_activity_and_catalog_changes() {
     let pubsub = PubSub::start().await;
     let data = temp_dir("recommend");
-    let host = Host::start(
-        &data,
-        "[timers]\ntick_ms = 300\n[functions.recommend-trigger]\ndebounce_seconds = 1\n",
-    )
-    .await;
+    let host =
+        Host::start(&data, "[timers]\ntick_ms = 300\n[functions.recommend-trigger]\ndebounce_seconds = 1\n").await;
     let mut catalog = catalog();
 
     // The bulk load goes through the function, twice: the second load changes nothing.
@@ -160,14 +169,19 @@ async fn recommendations_follow_activity_and_catalog_changes() {
             .output()
             .expect("tributary load");
         assert!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "40 products pushed, 1 refused (see the dead_letter table)");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "40 products pushed, 1 refused (see the dead_letter table)"
+        );
     }
     assert_eq!(host.count("SELECT count(*) FROM products").await, 40);
     assert_eq!(host.count("SELECT count(*) FROM dead_letter WHERE stage = 'catalog'").await, 1);
 
     pubsub.create_topic("events").await;
     pubsub.create_topic("products").await;
-    pubsub.create_push_subscription("recommend", "events", &format!("http://{}/push/recommend", host.addr), false).await;
+    pubsub
+        .create_push_subscription("recommend", "events", &format!("http://{}/push/recommend", host.addr), false)
+        .await;
     pubsub.create_push_subscription("catalog", "products", &format!("http://{}/push/products", host.addr), true).await;
 
     let now = chrono::Utc::now().timestamp_millis();
@@ -175,12 +189,17 @@ async fn recommendations_follow_activity_and_catalog_changes() {
     let users: Vec<String> = script.iter().map(|(u, _, _)| u.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut acts = publish(&pubsub, &script, &catalog, now).await;
     assert_recs(&host, &users, &acts, &catalog, now).await;
-    assert_eq!(host.count("SELECT count(*) FROM realtime_user_recs WHERE user_id = 'old'").await, 0, "activity older than 2 hours does not count");
+    assert_eq!(
+        host.count("SELECT count(*) FROM realtime_user_recs WHERE user_id = 'old'").await,
+        0,
+        "activity older than 2 hours does not count"
+    );
 
     // Catalog changes: the best recommendation of a user goes inactive, a dull product becomes popular.
     let first = expected("u07", &acts, &catalog, now).expect("u07 has recommendations");
     let top = first["recommendations"][0]["product_id"].as_str().expect("id").to_owned();
-    let dull = catalog.iter().position(|p| p.active && p.popularity < 30.0 && p.category == "garden").expect("a dull product");
+    let dull =
+        catalog.iter().position(|p| p.active && p.popularity < 30.0 && p.category == "garden").expect("a dull product");
     for p in catalog.iter_mut() {
         if p.id == top {
             p.active = false;
@@ -188,7 +207,12 @@ async fn recommendations_follow_activity_and_catalog_changes() {
     }
     catalog[dull].popularity = 97.0;
     let changes = [catalog.iter().find(|p| p.id == top).expect("top"), &catalog[dull]];
-    pubsub.publish("products", &changes.iter().map(|p| (product_json(p).to_string().into_bytes(), json!({}))).collect::<Vec<_>>()).await;
+    pubsub
+        .publish(
+            "products",
+            &changes.iter().map(|p| (product_json(p).to_string().into_bytes(), json!({}))).collect::<Vec<_>>(),
+        )
+        .await;
     wait_for("the catalog changes", Duration::from_secs(60), || async {
         let q = format!("SELECT count(*) FROM products WHERE (product_id = '{top}' AND status = 'inactive') OR popularity_score = 97");
         (host.count(&q).await == 2).then_some(())
@@ -200,5 +224,8 @@ async fn recommendations_follow_activity_and_catalog_changes() {
     assert_recs(&host, &users, &acts, &catalog, now).await;
     let after = host.sql("SELECT recommendations FROM realtime_user_recs WHERE user_id = 'u07'").await;
     let text = after[0]["recommendations"].to_string();
-    assert!(!text.contains(&format!("\\\"{top}\\\"")) && !text.contains(&format!("\"{top}\"")), "the inactive product is gone");
+    assert!(
+        !text.contains(&format!("\\\"{top}\\\"")) && !text.contains(&format!("\"{top}\"")),
+        "the inactive product is gone"
+    );
 }

@@ -12,7 +12,11 @@ async fn contract(store: &Store) {
     assert_eq!(store.get("a/k").await.expect("get"), None);
     let v1 = store.compare_and_swap("a/k", 0, b"one".to_vec(), None).await.expect("cas").expect("created");
     assert_eq!(store.compare_and_swap("a/k", 0, b"two".to_vec(), None).await.expect("cas"), None, "exists");
-    assert_eq!(store.compare_and_swap("a/k", v1 + 1000, b"two".to_vec(), None).await.expect("cas"), None, "wrong version");
+    assert_eq!(
+        store.compare_and_swap("a/k", v1 + 1000, b"two".to_vec(), None).await.expect("cas"),
+        None,
+        "wrong version"
+    );
     let v2 = store.compare_and_swap("a/k", v1, b"two".to_vec(), None).await.expect("cas").expect("swapped");
     assert!(v2 > v1);
     assert_eq!(store.get("a/k").await.expect("get"), Some(Entry { value: b"two".to_vec(), version: v2 }));
@@ -44,8 +48,15 @@ async fn contract(store: &Store) {
             for _ in 0..25 {
                 loop {
                     let cur = store.get("a/counter").await.expect("get");
-                    let (n, version) = cur.map_or((0, 0), |e| (String::from_utf8(e.value).expect("utf8").parse::<u64>().expect("n"), e.version));
-                    if store.compare_and_swap("a/counter", version, (n + 1).to_string().into_bytes(), None).await.expect("cas").is_some() {
+                    let (n, version) = cur.map_or((0, 0), |e| {
+                        (String::from_utf8(e.value).expect("utf8").parse::<u64>().expect("n"), e.version)
+                    });
+                    if store
+                        .compare_and_swap("a/counter", version, (n + 1).to_string().into_bytes(), None)
+                        .await
+                        .expect("cas")
+                        .is_some()
+                    {
                         break;
                     }
                 }

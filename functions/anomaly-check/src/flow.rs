@@ -129,7 +129,9 @@ fn count_event<T: Transformer, S: Sink, St: State>(
     };
     let event = match parse_event(msg, row) {
         Ok(e) => e,
-        Err(why) => return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env)),
+        Err(why) => {
+            return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env));
+        }
     };
     let now_ms = env.now.timestamp_millis();
     let (observed, pending) = store::update(env.state, traffic::KEY, None, |t: Option<Traffic>| {
@@ -195,7 +197,9 @@ fn analyze_reading<T: Transformer, S: Sink, St: State>(
     };
     let (reading, mut fields) = match parse_reading(msg, &rows[at]) {
         Ok(r) => r,
-        Err(why) => return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env)),
+        Err(why) => {
+            return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env));
+        }
     };
     let now_ms = env.now.timestamp_millis();
     let ttl = Some(STATE_TTL_MS);
@@ -367,7 +371,12 @@ mod tests {
         }
     }
 
-    fn env<'a>(sink: &'a Recorder, state: &'a MemoryState, settings: &'a Settings, now: DateTime<Utc>) -> Env<'a, Passthrough, Recorder, MemoryState> {
+    fn env<'a>(
+        sink: &'a Recorder,
+        state: &'a MemoryState,
+        settings: &'a Settings,
+        now: DateTime<Utc>,
+    ) -> Env<'a, Passthrough, Recorder, MemoryState> {
         Env { transform: &Passthrough, sink, state, settings, now }
     }
 
@@ -403,7 +412,12 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z").expect("t").to_utc();
         let e = env(&sink, &state, &settings, now);
         let reading = |id: &str, v: f64| {
-            push_of(id, &format!(r#"{{"sensor_id":"s","sensor_type":"temperature","location":"hall","timestamp":"2026-01-01T00:00:00Z","normalized_value":{v}}}"#))
+            push_of(
+                id,
+                &format!(
+                    r#"{{"sensor_id":"s","sensor_type":"temperature","location":"hall","timestamp":"2026-01-01T00:00:00Z","normalized_value":{v}}}"#
+                ),
+            )
         };
         for (i, v) in [20.0, 21.0, 20.5, 20.2].into_iter().enumerate() {
             assert_eq!(handle(Route::Sensors, &reading(&i.to_string(), v), &e).status, 204);
@@ -419,8 +433,17 @@ mod tests {
         assert_eq!(handle(Route::Sensors, &reading("9", 20.0), &e).status, 204);
         // The tick closes the idle window.
         let later = now + chrono::Duration::milliseconds(settings.idle_close_ms);
-        assert_eq!(handle(Route::SensorsTick, &PushRequest::default(), &env(&sink, &state, &settings, later)).status, 204);
-        let aggs: Vec<Value> = sink.rows.borrow().iter().filter(|r| r.table == sensors::AGGREGATES).map(|r| serde_json::from_str(&r.json).expect("json")).collect();
+        assert_eq!(
+            handle(Route::SensorsTick, &PushRequest::default(), &env(&sink, &state, &settings, later)).status,
+            204
+        );
+        let aggs: Vec<Value> = sink
+            .rows
+            .borrow()
+            .iter()
+            .filter(|r| r.table == sensors::AGGREGATES)
+            .map(|r| serde_json::from_str(&r.json).expect("json"))
+            .collect();
         assert_eq!(aggs.len(), 1);
         assert_eq!(aggs[0]["readings_count"], 5, "four warm-up readings and the retried one");
     }

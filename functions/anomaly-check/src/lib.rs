@@ -60,7 +60,12 @@ mod component {
             match sink::write(&rows) {
                 Ok(refused) => Ok(refused
                     .into_iter()
-                    .map(|e| model::RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
+                    .map(|e| model::RowError {
+                        index: e.index,
+                        reason: e.reason,
+                        location: e.location,
+                        message: e.message,
+                    })
                     .collect()),
                 Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
                 Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),
@@ -77,9 +82,7 @@ mod component {
 
     impl store::State for Imports {
         fn get(&self, key: &str) -> Result<Option<store::Entry>, store::StateError> {
-            state::get(key)
-                .map(|e| e.map(|e| store::Entry { value: e.value, version: e.version }))
-                .map_err(state_error)
+            state::get(key).map(|e| e.map(|e| store::Entry { value: e.value, version: e.version })).map_err(state_error)
         }
         fn compare_and_swap(
             &self,
@@ -125,7 +128,8 @@ mod component {
             Ok(b) => b.to_vec(),
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
         };
-        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
+        let env =
+            Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
         let outcome = flow::handle(route, &PushRequest { headers, body }, &env);
         let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = text(status, outcome.body);

@@ -21,8 +21,8 @@ use serde_json::json;
 use tributary_model::Row;
 
 use crate::settings::Settings;
-use state_update::digest;
 use crate::traffic::rfc3339;
+use state_update::digest;
 
 /// Readings' table (written by the transform, completed here).
 pub const READINGS: &str = "sensor_readings";
@@ -99,7 +99,12 @@ impl Sensor {
             match stddev {
                 Some(sd) if self.stats.n >= settings.sensor_warmup && sd > 0.0 => {
                     let z = (r.value - self.stats.mean) / sd;
-                    (z.abs() > settings.sensor_z).then(|| Anomaly { reason: "z-score".into(), z: Some(z), mean, stddev })
+                    (z.abs() > settings.sensor_z).then(|| Anomaly {
+                        reason: "z-score".into(),
+                        z: Some(z),
+                        mean,
+                        stddev,
+                    })
                 }
                 _ => None,
             }
@@ -289,7 +294,10 @@ mod tests {
         assert_eq!(loc.close_due("hall", now, false, &s), 1);
         let row: Value = serde_json::from_str(&loc.pending[0].json).expect("json");
         assert_eq!(row["readings_count"], 3);
-        assert_eq!((row["avg_value"].as_f64(), row["min_value"].as_f64(), row["max_value"].as_f64()), (Some(12.0), Some(10.0), Some(14.0)));
+        assert_eq!(
+            (row["avg_value"].as_f64(), row["min_value"].as_f64(), row["max_value"].as_f64()),
+            (Some(12.0), Some(10.0), Some(14.0))
+        );
         assert_eq!(row["stddev_value"], 2.0);
         assert_eq!(loc.add(&reading(11, 11.0, 1), now, &s), Windowed::Late);
         assert_eq!(loc.close_due("hall", now + s.idle_close_ms, true, &s), 1);

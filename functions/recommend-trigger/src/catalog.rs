@@ -33,8 +33,9 @@ impl Product {
 
     /// Parses a catalog change message.
     pub fn parse(payload: &[u8], changed_ms: i64) -> Result<Product, Rejection> {
-        let v: Value = serde_json::from_slice(payload)
-            .map_err(|e| Rejection::new("not-json", format!("expected a JSON object product, got invalid JSON: {e}")))?;
+        let v: Value = serde_json::from_slice(payload).map_err(|e| {
+            Rejection::new("not-json", format!("expected a JSON object product, got invalid JSON: {e}"))
+        })?;
         let text = |name: &str| -> Result<String, Rejection> {
             match v.get(name) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -91,8 +92,9 @@ mod tests {
 
     #[test]
     fn parses_products_and_refuses_incomplete_ones() {
-        let p = Product::parse(br#"{"product_id":7,"product_name":"Lamp","category":"home","popularity_score":"85.5"}"#, 1)
-            .expect("valid");
+        let p =
+            Product::parse(br#"{"product_id":7,"product_name":"Lamp","category":"home","popularity_score":"85.5"}"#, 1)
+                .expect("valid");
         assert_eq!((p.product_id.as_str(), p.popularity_score, p.active()), ("7", 85.5, true));
         let reason = |s: &str| Product::parse(s.as_bytes(), 1).expect_err("refused").reason;
         assert_eq!(reason(r#"{"product_id":"1","category":"c","popularity_score":1}"#), "missing-field");
@@ -103,7 +105,8 @@ mod tests {
     #[test]
     fn shelves_follow_status_and_category() {
         let mut shelf = Shelf::new();
-        let mut p = Product::parse(br#"{"product_id":"1","product_name":"n","category":"c","popularity_score":1}"#, 1).expect("ok");
+        let mut p = Product::parse(br#"{"product_id":"1","product_name":"n","category":"c","popularity_score":1}"#, 1)
+            .expect("ok");
         assert!(place(&mut shelf, &p, p.active()));
         assert!(!place(&mut shelf, &p, p.active()), "unchanged");
         p.status = "inactive".into();

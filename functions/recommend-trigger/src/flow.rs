@@ -73,7 +73,11 @@ fn state_failed(e: StateError) -> Answer {
     Answer::failed(503, e.to_string())
 }
 
-pub fn handle<T: Transformer, S: Sink + Upserter, St: State>(route: Route, req: &PushRequest, env: &Env<'_, T, S, St>) -> Answer {
+pub fn handle<T: Transformer, S: Sink + Upserter, St: State>(
+    route: Route,
+    req: &PushRequest,
+    env: &Env<'_, T, S, St>,
+) -> Answer {
     let result = match route {
         Route::Activity => activity(req, env),
         Route::Products => product(req, env),
@@ -82,27 +86,44 @@ pub fn handle<T: Transformer, S: Sink + Upserter, St: State>(route: Route, req: 
     result.unwrap_or_else(|a| a)
 }
 
-fn activity<T: Transformer, S: Sink + Upserter, St: State>(req: &PushRequest, env: &Env<'_, T, S, St>) -> Result<Answer, Answer> {
+fn activity<T: Transformer, S: Sink + Upserter, St: State>(
+    req: &PushRequest,
+    env: &Env<'_, T, S, St>,
+) -> Result<Answer, Answer> {
     let (msg, rows) = steps::decode_and_transform(req, env.transform, env.sink, env.now)?;
     let Some(row) = rows.iter().find(|r| r.table == tables::STREAMING_EVENTS) else { return Ok(Answer::ok()) };
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&row.json) else {
-        let failure = Failure { reason: "bad-row".into(), message: "the transform's event row is not a JSON object".into(), stage: "analyze" };
+        let failure = Failure {
+            reason: "bad-row".into(),
+            message: "the transform's event row is not a JSON object".into(),
+            stage: "analyze",
+        };
         return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
     };
-    let text = |v: Option<&Value>| v.and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_number().map(|n| n.to_string())));
+    let text = |v: Option<&Value>| {
+        v.and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_number().map(|n| n.to_string())))
+    };
     let event_type = text(fields.get("event_type")).unwrap_or_default();
     let product_id = text(fields.get("properties").and_then(|p| p.get("product_id")));
     let (Some(user_id), Some(product_id)) = (text(fields.get("user_id")), product_id) else { return Ok(Answer::ok()) };
     if !COUNTED.contains(&event_type.as_str()) {
         return Ok(Answer::ok());
     }
-    let Some(time_ms) = text(fields.get("timestamp")).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.timestamp_millis()) else {
-        let failure = Failure { reason: "bad-row".into(), message: "the transform's event row has no RFC 3339 timestamp".into(), stage: "analyze" };
+    let Some(time_ms) =
+        text(fields.get("timestamp")).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.timestamp_millis())
+    else {
+        let failure = Failure {
+            reason: "bad-row".into(),
+            message: "the transform's event row has no RFC 3339 timestamp".into(),
+            stage: "analyze",
+        };
         return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
     };
     let mut category = text(fields.get("properties").and_then(|p| p.get("category")));
     if category.is_none() {
-        category = store::read::<Product>(env.state, &format!("product/{product_id}")).map_err(state_failed)?.map(|p| p.category);
+        category = store::read::<Product>(env.state, &format!("product/{product_id}"))
+            .map_err(state_failed)?
+            .map(|p| p.category);
     }
     let act = Activity { id: digest(&msg.id), time_ms, product_id, category };
     let now = env.now_ms();
@@ -166,7 +187,10 @@ fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) 
     match env.sink.upsert(vec![row]) {
         Ok(refused) if refused.is_empty() => {}
         Ok(refused) => {
-            return Err(Answer::failed(500, format!("recommendations refused: {}", Failure::refused(&refused).message)));
+            return Err(Answer::failed(
+                500,
+                format!("recommendations refused: {}", Failure::refused(&refused).message),
+            ));
         }
         Err(e) => return Err(e.into()),
     }
@@ -321,7 +345,12 @@ mod tests {
         let rows = sink.upserts.borrow();
         let last = rows.iter().rev().find(|r| r.table == RECS_TABLE).expect("a recs row");
         let v: Value = serde_json::from_str(&last.json).expect("json");
-        v["recommendations"].as_array().expect("list").iter().map(|r| r["product_id"].as_str().expect("id").to_owned()).collect()
+        v["recommendations"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| r["product_id"].as_str().expect("id").to_owned())
+            .collect()
     }
 
     #[test]
@@ -330,7 +359,15 @@ mod tests {
         let settings = Settings { debounce_ms: 0, ..Settings::default() };
         let now = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").expect("t").to_utc();
         let env = Env { transform: &Passthrough, sink: &sink, state: &state, settings: &settings, now };
-        for (i, p) in [product("b1", "books", 50.0, "active"), product("b2", "books", 60.0, "active"), product("t1", "toys", 90.0, "active"), product("t2", "toys", 10.0, "active")].into_iter().enumerate() {
+        for (i, p) in [
+            product("b1", "books", 50.0, "active"),
+            product("b2", "books", 60.0, "active"),
+            product("t1", "toys", 90.0, "active"),
+            product("t2", "toys", 10.0, "active"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             assert_eq!(handle(Route::Products, &push(&format!("p{i}"), p), &env).status, 204);
         }
         assert_eq!(handle(Route::Activity, &push("e1", view("u", "b1", "books")), &env).status, 204);

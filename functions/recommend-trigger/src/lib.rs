@@ -7,9 +7,9 @@
 
 pub mod activity;
 pub mod catalog;
+pub mod flow;
 pub mod recommend;
 pub mod settings;
-pub mod flow;
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -89,9 +89,7 @@ mod component {
 
     impl store::State for Imports {
         fn get(&self, key: &str) -> Result<Option<store::Entry>, store::StateError> {
-            state::get(key)
-                .map(|e| e.map(|e| store::Entry { value: e.value, version: e.version }))
-                .map_err(state_error)
+            state::get(key).map(|e| e.map(|e| store::Entry { value: e.value, version: e.version })).map_err(state_error)
         }
         fn compare_and_swap(
             &self,
@@ -134,7 +132,8 @@ mod component {
             Ok(b) => b.to_vec(),
             Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
         };
-        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
+        let env =
+            Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
         let answer = flow::handle(route, &PushRequest { headers, body }, &env);
         (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), answer.body)
     }

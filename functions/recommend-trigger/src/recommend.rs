@@ -48,7 +48,9 @@ pub fn recommend<'a>(
             recommendation_score: score(p, profile),
         })
         .collect();
-    recs.sort_by(|a, b| b.recommendation_score.total_cmp(&a.recommendation_score).then(a.product_id.cmp(&b.product_id)));
+    recs.sort_by(|a, b| {
+        b.recommendation_score.total_cmp(&a.recommendation_score).then(a.product_id.cmp(&b.product_id))
+    });
     recs.truncate(settings.max_recommendations);
     recs
 }
@@ -72,11 +74,8 @@ mod tests {
 
     #[test]
     fn filters_scores_and_breaks_ties_by_id() {
-        let profile = Profile {
-            recent: vec!["seen".into()],
-            interests: BTreeSet::from(["books".into()]),
-            activity_score: 5,
-        };
+        let profile =
+            Profile { recent: vec!["seen".into()], interests: BTreeSet::from(["books".into()]), activity_score: 5 };
         let catalog = [
             product("seen", "books", 99.0, "active"),
             product("b2", "books", 50.0, "active"),

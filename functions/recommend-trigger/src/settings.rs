@@ -19,7 +19,13 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { window_ms: 120 * 60_000, min_activities: 3, debounce_ms: 30_000, max_recommendations: 20, popular_above: 80.0 }
+        Self {
+            window_ms: 120 * 60_000,
+            min_activities: 3,
+            debounce_ms: 30_000,
+            max_recommendations: 20,
+            popular_above: 80.0,
+        }
     }
 }
 
@@ -47,7 +53,12 @@ impl Settings {
                 "debounce_seconds" => s.debounce_ms = int(0)? * 1000,
                 "max_recommendations" => s.max_recommendations = int(1)?.unsigned_abs() as usize,
                 "popular_above" => {
-                    s.popular_above = value.trim().parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| bad("expected a number"))?
+                    s.popular_above = value
+                        .trim()
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| x.is_finite())
+                        .ok_or_else(|| bad("expected a number"))?
                 }
                 _ => return Err(bad("unknown setting")),
             }

@@ -34,8 +34,13 @@ pub enum StateError {
 pub trait State {
     fn get(&self, key: &str) -> Result<Option<Entry>, StateError>;
     /// `Ok(None)`: the key moved past `expected`; read again.
-    fn compare_and_swap(&self, key: &str, expected: u64, value: &[u8], ttl_ms: Option<u64>)
-    -> Result<Option<u64>, StateError>;
+    fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: u64,
+        value: &[u8],
+        ttl_ms: Option<u64>,
+    ) -> Result<Option<u64>, StateError>;
     fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError>;
     fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError>;
 }

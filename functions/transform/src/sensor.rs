@@ -24,13 +24,16 @@ use crate::timestamp;
 /// The table readings go to.
 pub const TABLE: &str = "sensor_readings";
 
+/// Accepted spellings of a unit, and its conversion to the canonical unit.
+type Unit = (&'static [&'static str], fn(f64) -> f64);
+
 /// One sensor type: its canonical unit, its physical range and its unit conversions.
 struct Kind {
     name: &'static str,
     unit: &'static str,
     range: (f64, f64),
     /// (accepted spellings, conversion to the canonical unit); the first entry is the default.
-    units: &'static [(&'static [&'static str], fn(f64) -> f64)],
+    units: &'static [Unit],
 }
 
 const KINDS: &[Kind] = &[
@@ -92,10 +95,7 @@ pub fn normalize(msg: &Message, fields: &Map<String, Value>, now: DateTime<Utc>)
             let lower = u.trim().to_ascii_lowercase();
             kind.units.iter().find(|(names, _)| names.contains(&lower.as_str())).map(|(_, f)| *f).ok_or_else(|| {
                 let known: Vec<&str> = kind.units.iter().map(|(names, _)| names[0]).collect();
-                Rejection::new(
-                    "unknown-unit",
-                    format!("unit '{u}' is not a {} unit ({})", kind.name, known.join(", ")),
-                )
+                Rejection::new("unknown-unit", format!("unit '{u}' is not a {} unit ({})", kind.name, known.join(", ")))
             })?
         }
     };
@@ -105,14 +105,21 @@ pub fn normalize(msg: &Message, fields: &Map<String, Value>, now: DateTime<Utc>)
         _ => None,
     }
     .filter(|v| v.is_finite())
-    .ok_or_else(|| Rejection::new("bad-value", format!("field 'value': expected a finite number, got {}", shown(fields.get("value")))))?;
+    .ok_or_else(|| {
+        Rejection::new(
+            "bad-value",
+            format!("field 'value': expected a finite number, got {}", shown(fields.get("value"))),
+        )
+    })?;
     let time = match fields.get("timestamp").filter(|v| !v.is_null()) {
-        Some(v) => timestamp::parse(v).map_err(|e| Rejection::new("bad-timestamp", format!("field 'timestamp': {e}")))?,
-        None => msg
-            .publish_time
-            .as_deref()
-            .and_then(|t| timestamp::parse(&Value::String(t.to_owned())).ok())
-            .ok_or_else(|| Rejection::new("missing-field", "expected a 'timestamp' field (or a message publish time)"))?,
+        Some(v) => {
+            timestamp::parse(v).map_err(|e| Rejection::new("bad-timestamp", format!("field 'timestamp': {e}")))?
+        }
+        None => {
+            msg.publish_time.as_deref().and_then(|t| timestamp::parse(&Value::String(t.to_owned())).ok()).ok_or_else(
+                || Rejection::new("missing-field", "expected a 'timestamp' field (or a message publish time)"),
+            )?
+        }
     };
     let location = match fields.get("location") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
@@ -158,7 +165,9 @@ mod tests {
         let r = row(r#"{"sensor_id":"t1","sensor_type":"temperature","unit":"F","value":212,"timestamp":"2024-01-01T00:00:00Z"}"#).expect("ok");
         assert_eq!((r["normalized_value"].as_f64(), r["normalized_unit"].as_str()), (Some(100.0), Some("C")));
         assert_eq!(r["is_anomaly"], Value::Null);
-        let r = row(r#"{"sensor_id":"p","sensor_type":"pressure","unit":"kPa","value":"101.3","timestamp":1704067200}"#).expect("ok");
+        let r =
+            row(r#"{"sensor_id":"p","sensor_type":"pressure","unit":"kPa","value":"101.3","timestamp":1704067200}"#)
+                .expect("ok");
         assert!((r["normalized_value"].as_f64().expect("n") - 1013.0).abs() < 1e-9);
         let r = row(r#"{"sensor_id":"h","sensor_type":"humidity","value":130,"timestamp":1704067200}"#).expect("ok");
         assert_eq!((r["is_anomaly"].as_bool(), r["anomaly_reason"].as_str()), (Some(true), Some("out-of-range")));
@@ -169,7 +178,10 @@ mod tests {
     fn unreadable_readings_are_refused() {
         let reason = |p: &str| row(p).expect_err("refused").reason;
         assert_eq!(reason(r#"{"sensor_id":"x","sensor_type":"noise","value":1,"timestamp":1}"#), "unknown-sensor-type");
-        assert_eq!(reason(r#"{"sensor_id":"x","sensor_type":"light","unit":"candela","value":1,"timestamp":1}"#), "unknown-unit");
+        assert_eq!(
+            reason(r#"{"sensor_id":"x","sensor_type":"light","unit":"candela","value":1,"timestamp":1}"#),
+            "unknown-unit"
+        );
         assert_eq!(reason(r#"{"sensor_id":"x","sensor_type":"light","value":"bright","timestamp":1}"#), "bad-value");
         assert_eq!(reason(r#"{"sensor_id":"x","sensor_type":"light","value":1}"#), "missing-field");
         assert_eq!(reason(r#"{"sensor_id":"","sensor_type":"light","value":1,"timestamp":1}"#), "missing-field");

@@ -34,12 +34,18 @@ pub fn mode_refusal(row: &model::Row, mode: Mode) -> Option<String> {
         (Mode::Append, Some(_)) => Some(format!("table {} is keyed: write it with upsert", row.table)),
         (Mode::Upsert, None) => Some(format!("table {} is append-only: write it with write, not upsert", row.table)),
         (Mode::Upsert, Some(keyed)) => {
-            let key = serde_json::from_str::<serde_json::Value>(&row.json).ok().and_then(|v| match v.get(keyed.key)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                other => Some(other.to_string()),
-            });
+            let key =
+                serde_json::from_str::<serde_json::Value>(&row.json).ok().and_then(|v| match v.get(keyed.key)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                });
             (key.as_deref() != Some(row.insert_id.as_str())).then(|| {
-                format!("an upsert's insert id must be its key: {} is '{}', the insert id '{}'", keyed.key, key.unwrap_or_default(), row.insert_id)
+                format!(
+                    "an upsert's insert id must be its key: {} is '{}', the insert id '{}'",
+                    keyed.key,
+                    key.unwrap_or_default(),
+                    row.insert_id
+                )
             })
         }
         (Mode::Append, None) => None,

@@ -72,7 +72,8 @@ impl Embedded {
             let now = now_ms();
             let version = {
                 let mut entries = txn.open_table(ENTRIES)?;
-                let current = entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
+                let current =
+                    entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
                 if current.map_or(0, |(v, _)| v) != expected {
                     return Ok(None);
                 }
@@ -96,7 +97,8 @@ impl Embedded {
             let now = now_ms();
             {
                 let mut entries = txn.open_table(ENTRIES)?;
-                let current = entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
+                let current =
+                    entries.get(key.as_str())?.map(|g| (g.value().0, g.value().1)).filter(|(_, exp)| live(*exp, now));
                 if current.map(|(v, _)| v) != Some(expected) {
                     return Ok(false);
                 }

@@ -193,12 +193,13 @@ impl Scoped {
 
     pub async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
         let started = Instant::now();
-        let result = match self.key(prefix) {
-            Ok(p) => self.store.scan(&p, limit).await.map(|keys| {
-                keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect()
-            }),
-            Err(e) => Err(e),
-        };
+        let result =
+            match self.key(prefix) {
+                Ok(p) => self.store.scan(&p, limit).await.map(|keys| {
+                    keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect()
+                }),
+                Err(e) => Err(e),
+            };
         self.observe("scan", started, &result);
         result
     }

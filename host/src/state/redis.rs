@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::Script;
+use redis::aio::ConnectionManager;
 
 use super::{Entry, StateError};
 use crate::config::StateConfig;
@@ -71,8 +71,9 @@ impl RedisStore {
     pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
         let mut conn = self.conn.clone();
         let key = self.full(key);
-        let (value, version): (Option<Vec<u8>>, Option<u64>) =
-            self.bounded(async move { redis::cmd("HMGET").arg(&key).arg("v").arg("n").query_async(&mut conn).await }).await?;
+        let (value, version): (Option<Vec<u8>>, Option<u64>) = self
+            .bounded(async move { redis::cmd("HMGET").arg(&key).arg("v").arg("n").query_async(&mut conn).await })
+            .await?;
         Ok(match (value, version) {
             (Some(value), Some(version)) => Some(Entry { value, version }),
             _ => None,
@@ -125,7 +126,8 @@ impl RedisStore {
                 }
             })
             .await?;
-        let mut keys: Vec<String> = found.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect();
+        let mut keys: Vec<String> =
+            found.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect();
         keys.sort();
         keys.dedup();
         keys.truncate(limit as usize);

@@ -222,10 +222,16 @@ mod tests {
         let recs = |user: &str, score: i64, at: &str| Row {
             table: "realtime_user_recs".into(),
             insert_id: user.into(),
-            json: format!(r#"{{"user_id":"{user}","recommendations":[],"activity_score":{score},"updated_at":"{at}"}}"#),
+            json: format!(
+                r#"{{"user_id":"{user}","recommendations":[],"activity_score":{score},"updated_at":"{at}"}}"#
+            ),
         };
-        db.write(&[recs("u", 1, "2026-01-01T10:00:00Z"), recs("u", 3, "2026-01-01T10:02:00Z"), recs("u", 2, "2026-01-01T10:01:00Z")])
-            .expect("write");
+        db.write(&[
+            recs("u", 1, "2026-01-01T10:00:00Z"),
+            recs("u", 3, "2026-01-01T10:02:00Z"),
+            recs("u", 2, "2026-01-01T10:01:00Z"),
+        ])
+        .expect("write");
         assert_eq!(count(&db, "SELECT activity_score FROM realtime_user_recs"), 3, "the latest in the flush");
         db.write(&[recs("u", 9, "2026-01-01T09:00:00Z")]).expect("write");
         assert_eq!(count(&db, "SELECT activity_score FROM realtime_user_recs"), 3, "an older version loses");

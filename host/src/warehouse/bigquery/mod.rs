@@ -173,7 +173,9 @@ impl Inner {
             // Upserts are appended (BigQuery's fallback; `<table>_latest` reads the newest row per
             // key): the dedup id is key + version, so a newer version is never taken for a duplicate.
             let insert_id = match crate::warehouse::schema::find(&row.table).and_then(|t| t.keyed) {
-                Some(k) => format!("{}@{}", row.insert_id, json.get(k.version).and_then(Value::as_str).unwrap_or_default()),
+                Some(k) => {
+                    format!("{}@{}", row.insert_id, json.get(k.version).and_then(Value::as_str).unwrap_or_default())
+                }
                 None => row.insert_id.clone(),
             };
             let prepared = Prepared { index, insert_id, json };
