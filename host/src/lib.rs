@@ -1,9 +1,10 @@
-//! The Tributary host: serves the push routes, runs the wasm components, provides their imports
-//! (`sink`, `transform`) and group-commits their rows into the warehouse.
+//! The Tributary host: serves the function routes, runs the wasm components, provides their imports
+//! (`sink`, `transform`, `state`, `wasi:config/store`) and group-commits their rows into the warehouse.
 //!
-//! Map: [`config`] → [`engine`] (one wasmtime engine) → [`push`] (push-handler instances) with the
-//! capabilities [`transform`] and [`sink`] → [`warehouse`]. [`server`] is the HTTP front, [`admin`]
-//! the loopback admin routes, [`native`] the benchmark's native baseline.
+//! Map: [`config`] → [`engine`] (one wasmtime engine) → [`push`] (function instances) with the
+//! capabilities [`transform`], [`sink`], [`state`] and [`settings`] → [`warehouse`]. [`server`] is the
+//! HTTP front (and `tick` here the timer), [`admin`] the loopback admin routes, [`native`] the
+//! benchmark's native baseline, [`load`] the bulk catalog load.
 
 pub mod admin;
 pub mod bench;
