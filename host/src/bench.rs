@@ -45,6 +45,106 @@ pub struct BenchOptions {
     /// Rows per BigQuery backend pass (written 10 per write by 200 concurrent writers).
     #[arg(long, default_value_t = 20_000)]
     pub bigquery_rows: usize,
+    /// Pushes to the stateful `/push/anomaly` route per state backend (0: skip those passes).
+    #[arg(long, default_value_t = 2000)]
+    pub state_pushes: usize,
+    /// Also run the stateful pass with Redis state at this URL, e.g. `redis://127.0.0.1:6379`.
+    #[arg(long)]
+    pub redis_url: Option<String>,
+}
+
+/// The stateful anomaly route with one state backend: every push is a compare-and-swap on one key.
+#[derive(Debug, Clone)]
+pub struct StatePass {
+    backend: &'static str,
+    throughput: Pass,
+    latency_c1: Pass,
+    /// State calls per push, and compare-and-swaps lost to a concurrent writer per push.
+    ops_per_push: f64,
+    conflicts_per_push: f64,
+}
+
+fn anomaly_envelope(id: u64, base_ms: i64) -> String {
+    // Event time follows the push order (20 ms apart, within five minutes), so minutes close along the
+    // way (watermark) and at the end (timer), and pushes in flight together stay well within the lateness.
+    let at = base_ms + i64::try_from(id % 15_000).unwrap_or(0) * 20;
+    let ts = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at).unwrap_or_default().to_rfc3339();
+    let event = format!(
+        r#"{{"user_id":"user_{}","event_type":"page_view","timestamp":"{ts}","session_id":"session_{}"}}"#,
+        id % 500,
+        id % 1500
+    );
+    let data = base64::engine::general_purpose::STANDARD.encode(event);
+    format!(
+        r#"{{"subscription":"projects/bench/subscriptions/anomaly","message":{{"data":"{data}","messageId":"a{id}"}}}}"#
+    )
+}
+
+/// Drives `/push/anomaly` on a wasm host with the given state backend; checks that every counted
+/// event is in the closed minutes afterwards.
+async fn state_pass(
+    options: &BenchOptions,
+    backend: &'static str,
+    state: crate::config::StateConfig,
+) -> anyhow::Result<StatePass> {
+    let dir = std::env::temp_dir().join(format!("tributary-bench-state-{}-{backend}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut functions = std::collections::BTreeMap::new();
+    functions.insert(
+        "anomaly-check".to_owned(),
+        std::collections::BTreeMap::from([("idle_close_seconds".to_owned(), toml::Value::Integer(1))]),
+    );
+    let config = Config {
+        listen: "127.0.0.1:0".parse()?,
+        admin_listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        state,
+        functions,
+        timers: crate::config::TimersConfig { tick_ms: 0 },
+        ..Config::default()
+    };
+    let host = crate::start(&config, Mode::Wasm).await?;
+    let base_ms = chrono::Utc::now().timestamp_millis() - 10 * 60_000;
+    let run = |pushes, concurrency| {
+        drive_route(&host, "/push/anomaly", pushes, concurrency, move |id| anomaly_envelope(id, base_ms))
+    };
+    run(100, 4).await.context("warm-up")?;
+    let latency_c1 = run(options.latency_pushes.min(200), 1).await?;
+    let text = host.metrics.render();
+    let (ops0, conflicts0) =
+        (metric(&text, "tributary_state_ops_total", ""), metric(&text, "tributary_state_conflicts_total", ""));
+    let throughput = run(options.state_pushes, options.concurrency).await?;
+    let text = host.metrics.render();
+    let (ops1, conflicts1) =
+        (metric(&text, "tributary_state_ops_total", ""), metric(&text, "tributary_state_conflicts_total", ""));
+    // Close everything (the stream is idle now) and check nothing was lost or counted twice.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = client::post(host.addr, "/push/anomaly/tick", &[], "").await?;
+    ensure!(status == 204, "tick answered {status}: {}", String::from_utf8_lossy(&body));
+    let (status, body) =
+        client::post(host.admin_addr, "/query", &[], "SELECT sum(events_count) AS n FROM traffic_anomalies").await?;
+    ensure!(status == 200, "query answered {status}");
+    let v: serde_json::Value = serde_json::from_slice(&body)?;
+    let counted = v["rows"][0]["n"].as_f64().unwrap_or(0.0);
+    let skipped = metric(&host.metrics.render(), "tributary_window_skipped_total", "");
+    let expected = 100 + options.latency_pushes.min(200) + options.state_pushes;
+    host.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    #[expect(clippy::cast_precision_loss, reason = "counts")]
+    {
+        ensure!(
+            counted + skipped == expected as f64,
+            "{backend}: the closed minutes count {counted} events and {skipped} were late, after {expected} acked pushes"
+        );
+        let pushes = options.state_pushes as f64;
+        Ok(StatePass {
+            backend,
+            throughput,
+            latency_c1,
+            ops_per_push: (ops1 - ops0) / pushes,
+            conflicts_per_push: (conflicts1 - conflicts0) / pushes,
+        })
+    }
 }
 
 /// One BigQuery backend at saturation: the group commit fed faster than the backend drains it.
@@ -190,6 +290,7 @@ pub struct Report {
     native: ModeReport,
     wasm: ModeReport,
     bigquery: Vec<SinkPass>,
+    state: Vec<StatePass>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -208,6 +309,17 @@ fn envelope(id: u64) -> String {
 }
 
 async fn drive(host: &RunningHost, pushes: usize, concurrency: usize) -> anyhow::Result<Pass> {
+    drive_route(host, "/push/events", pushes, concurrency, envelope).await
+}
+
+/// `pushes` POSTs of `body(id)` to `route`, `concurrency` at a time; every one must be acked.
+async fn drive_route(
+    host: &RunningHost,
+    route: &'static str,
+    pushes: usize,
+    concurrency: usize,
+    body: impl Fn(u64) -> String + Copy + Send + 'static,
+) -> anyhow::Result<Pass> {
     let addr = host.addr;
     let cpu_before = process_cpu();
     let started = Instant::now();
@@ -218,10 +330,9 @@ async fn drive(host: &RunningHost, pushes: usize, concurrency: usize) -> anyhow:
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(count);
             for _ in 0..count {
-                let body = envelope(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+                let body = body(NEXT_ID.fetch_add(1, Ordering::Relaxed));
                 let t = Instant::now();
-                let (status, resp) =
-                    client::post(addr, "/push/events", &[("content-type", "application/json")], body).await?;
+                let (status, resp) = client::post(addr, route, &[("content-type", "application/json")], body).await?;
                 latencies.push(t.elapsed());
                 ensure!(status == 204, "push answered {status}: {}", String::from_utf8_lossy(&resp));
             }
@@ -344,7 +455,22 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             bigquery.push(sink_pass(options, backend, stream, name).await?);
         }
     }
-    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm), bigquery })
+    let mut state = Vec::new();
+    if options.state_pushes > 0 {
+        tracing::info!("stateful route, embedded state");
+        state.push(state_pass(options, "embedded (redb)", crate::config::StateConfig::default()).await?);
+        if let Some(url) = &options.redis_url {
+            tracing::info!("stateful route, Redis state");
+            let redis = crate::config::StateConfig {
+                backend: crate::config::StateBackend::Redis,
+                redis_url: url.clone(),
+                key_prefix: format!("tributary-bench-{}:", std::process::id()),
+                ..crate::config::StateConfig::default()
+            };
+            state.push(state_pass(options, "redis", redis).await?);
+        }
+    }
+    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm), bigquery, state })
 }
 
 impl fmt::Display for Report {
@@ -414,6 +540,33 @@ impl fmt::Display for Report {
                 )?;
             }
             write!(f, "(full = closed by the row or byte cap; the last request of a run is partial by design)")?;
+        }
+        if !self.state.is_empty() {
+            writeln!(f)?;
+            writeln!(
+                f,
+                "stateful route /push/anomaly (anomaly-check, one traffic key): {} pushes at concurrency {}",
+                o.state_pushes, o.concurrency
+            )?;
+            writeln!(
+                f,
+                "{:<18} {:>10} {:>9} {:>9} {:>12} {:>13} {:>15}",
+                "state backend", "pushes/s", "p50 ms", "p99 ms", "c=1 p50 ms", "state ops/push", "CAS lost/push"
+            )?;
+            for p in &self.state {
+                writeln!(
+                    f,
+                    "{:<18} {:>10.0} {:>9.2} {:>9.2} {:>12.3} {:>13.2} {:>15.2}",
+                    p.backend,
+                    p.throughput.per_second,
+                    ms(p.throughput.p50),
+                    ms(p.throughput.p99),
+                    ms(p.latency_c1.p50),
+                    p.ops_per_push,
+                    p.conflicts_per_push
+                )?;
+            }
+            write!(f, "(every counted event is checked in the closed minutes afterwards)")?;
         }
         Ok(())
     }

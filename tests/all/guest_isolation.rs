@@ -29,7 +29,7 @@ async fn trapping_looping_and_hungry_guests_fail_only_their_own_push() {
 
     let (status, body, _) = push(&host, "trap-1", "trap").await;
     assert_eq!(status, 500, "{body}");
-    assert!(body.contains("push handler failed"), "{body}");
+    assert!(body.contains("function failed"), "{body}");
 
     let (status, body, _) = push(&host, "oom-1", "oom").await;
     assert_eq!(status, 500, "{body}");

@@ -68,7 +68,7 @@ pub fn update<T, R>(
 where
     T: Serialize + DeserializeOwned,
 {
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let current = state.get(key)?;
         let (version, value) = match current {
             None => (0, None),
@@ -84,8 +84,18 @@ where
         if state.compare_and_swap(key, version, &bytes, ttl_ms)?.is_some() {
             return Ok(result);
         }
+        std::thread::sleep(backoff(key, attempt));
     }
     Err(StateError::Contended(key.to_owned()))
+}
+
+/// The pause after losing a race: exponential from 50 µs up to 5 ms, with jitter, so writers contending
+/// for one key spread out instead of retrying in lockstep (each lost attempt costs two state calls).
+pub fn backoff(key: &str, attempt: usize) -> std::time::Duration {
+    let ceiling = 50u64.saturating_mul(1 << attempt.min(7)).min(5_000);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let jitter = digest(&format!("{key}/{attempt}/{nanos}")) % (ceiling / 2 + 1);
+    std::time::Duration::from_micros(ceiling / 2 + jitter)
 }
 
 /// Reads `key` decoded as `T`.
@@ -202,6 +212,13 @@ mod tests {
         assert_eq!(err, StateError::Contended("k".into()));
         state.down.set(true);
         assert!(matches!(read::<u32>(&state, "k"), Err(StateError::Unavailable(_))));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        assert!(backoff("k", 0) <= std::time::Duration::from_micros(50));
+        assert!(backoff("k", 3) >= std::time::Duration::from_micros(200));
+        assert!(backoff("k", 40) <= std::time::Duration::from_millis(5));
     }
 
     #[test]
