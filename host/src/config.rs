@@ -45,6 +45,8 @@ pub struct Config {
     pub state: StateConfig,
     /// The timer that closes windows when traffic stops.
     pub timers: TimersConfig,
+    /// Push authentication (OIDC), per group of push routes.
+    pub push_auth: Vec<PushAuthConfig>,
     /// Settings handed to each function through `wasi:config/store`, by function name:
     /// `[functions.anomaly-check]` `lateness_seconds = 120`. Values are strings, numbers or booleans.
     pub functions: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -65,6 +67,7 @@ impl Default for Config {
             state: StateConfig::default(),
             timers: TimersConfig::default(),
             functions: BTreeMap::new(),
+            push_auth: Vec::new(),
             testing: TestingConfig::default(),
         }
     }
@@ -339,6 +342,50 @@ impl Default for TimersConfig {
     }
 }
 
+/// `[[push_auth]]`: the listed push routes accept only pushes with a valid Google-signed OIDC token
+/// (a push subscription created with `--push-auth-service-account`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushAuthConfig {
+    /// Push routes this applies to, e.g. `["/push/events"]` (timer routes take no token).
+    pub routes: Vec<String>,
+    /// The expected `aud` claim: the subscription's `--push-auth-token-audience`, by default its push
+    /// endpoint URL.
+    pub audience: String,
+    /// Accepted `email` claims: the subscriptions' push service accounts.
+    pub service_accounts: Vec<String>,
+    /// Where the signing keys are (Google's by default).
+    #[serde(default = "google_jwks")]
+    pub jwks_url: String,
+    /// Accepted issuers (Google's by default).
+    #[serde(default = "google_issuers")]
+    pub issuers: Vec<String>,
+    /// Clock skew tolerated, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn google_jwks() -> String {
+    push_auth::GOOGLE_JWKS_URL.to_owned()
+}
+
+fn google_issuers() -> Vec<String> {
+    push_auth::GOOGLE_ISSUERS.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+/// Routes that take pushes (and so may require a token).
+pub fn push_routes() -> Vec<&'static str> {
+    let mut routes = vec![crate::server::EVENTS_ROUTE];
+    for (_, function_routes) in crate::server::FUNCTIONS {
+        routes.extend(function_routes.iter().filter(|r| !crate::server::TICK_ROUTES.contains(r)));
+    }
+    routes
+}
+
 /// Functions that take settings, and so may have a `[functions.<name>]` table.
 pub const CONFIGURABLE_FUNCTIONS: [&str; 2] = ["anomaly-check", "recommend-trigger"];
 
@@ -426,6 +473,27 @@ impl Config {
                 }
             }
         }
+        let mut guarded: Vec<&str> = Vec::new();
+        for (i, auth) in self.push_auth.iter().enumerate() {
+            if auth.audience.is_empty() || auth.service_accounts.is_empty() || auth.routes.is_empty() {
+                return invalid(format!(
+                    "push_auth entry {}: routes, audience and service_accounts must not be empty",
+                    i + 1
+                ));
+            }
+            for route in &auth.routes {
+                if !push_routes().contains(&route.as_str()) {
+                    return invalid(format!(
+                        "push_auth: '{route}' is not a push route (known: {})",
+                        push_routes().join(", ")
+                    ));
+                }
+                if guarded.contains(&route.as_str()) {
+                    return invalid(format!("push_auth: '{route}' is listed twice"));
+                }
+                guarded.push(route);
+            }
+        }
         if self.state.op_timeout_ms == 0 || self.state.max_key_bytes == 0 || self.state.max_value_bytes == 0 {
             return invalid(
                 "state.op_timeout_ms, state.max_key_bytes and state.max_value_bytes must be at least 1".into(),
@@ -464,6 +532,18 @@ fn setting_text(v: &toml::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn push_auth_entries_are_checked() {
+        let ok = "[[push_auth]]\nroutes = [\"/push/events\"]\naudience = \"https://x/push/events\"\nservice_accounts = [\"a@p.iam.gserviceaccount.com\"]\n";
+        let c = Config::parse(ok).expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.push_auth[0].jwks_url, "https://www.googleapis.com/oauth2/v3/certs");
+        let c = Config::parse(&ok.replace("/push/events\"]", "/push/anomaly/tick\"]")).expect("parses");
+        assert!(c.validate().expect_err("tick").to_string().contains("not a push route"));
+        let c = Config::parse(&format!("{ok}{ok}")).expect("parses");
+        assert!(c.validate().expect_err("twice").to_string().contains("listed twice"));
+    }
 
     #[test]
     fn function_settings_become_text_and_unknown_functions_are_refused() {

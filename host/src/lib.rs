@@ -17,6 +17,7 @@ pub mod load;
 pub mod metrics;
 pub mod native;
 pub mod push;
+pub mod push_auth;
 pub mod server;
 pub mod settings;
 pub mod sink;
@@ -191,7 +192,9 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let drain = config.guest.request_timeout() + Duration::from_secs(1);
     let in_flight = tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX));
     let timer = !functions.is_empty() && config.timers.tick_ms > 0;
+    let push_auth = push_auth::PushAuth::new(&config.push_auth, Arc::clone(&metrics))?;
     let app = Arc::new(App {
+        push_auth,
         pusher,
         functions,
         metrics: Arc::clone(&metrics),

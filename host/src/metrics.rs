@@ -83,6 +83,7 @@ pub struct Metrics {
     pub state_conflicts: Family<BackendLabels, Counter>,
     pub window_skipped: Family<SkipLabels, Counter>,
     pub ticks: Family<PushLabels, Counter>,
+    pub push_auth: Family<PushLabels, Counter>,
 }
 
 impl Metrics {
@@ -161,6 +162,12 @@ impl Metrics {
         );
         let ticks = Family::<PushLabels, Counter>::default();
         registry.register("ticks", "Timer ticks sent to functions, by route and outcome", ticks.clone());
+        let push_auth = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "push_auth",
+            "Push authentication checks, by route and result (ok, or why the push was refused)",
+            push_auth.clone(),
+        );
         Arc::new(Self {
             registry,
             pushes,
@@ -182,6 +189,7 @@ impl Metrics {
             state_conflicts,
             window_skipped,
             ticks,
+            push_auth,
         })
     }
 
@@ -203,6 +211,10 @@ impl Metrics {
         let labels = StateLabels { backend: backend.to_owned(), op: op.to_owned(), result: result.to_owned() };
         self.state_ops.get_or_create(&labels).inc();
         self.state_seconds.get_or_create(&BackendLabels { backend: backend.to_owned() }).observe(seconds);
+    }
+
+    pub fn push_auth(&self, route: &str, result: &str) {
+        self.push_auth.get_or_create(&PushLabels { route: route.to_owned(), outcome: result.to_owned() }).inc();
     }
 
     pub fn tick(&self, route: &str, outcome: &str) {

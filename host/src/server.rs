@@ -56,6 +56,8 @@ pub enum Pusher {
 
 /// The function routes.
 pub struct App {
+    /// `[[push_auth]]`: OIDC tokens required on some push routes.
+    pub push_auth: crate::push_auth::PushAuth,
     /// `/push/events`.
     pub pusher: Pusher,
     /// The stateful functions ([`FUNCTIONS`]; not in the native benchmark mode).
@@ -78,6 +80,15 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 
 impl App {
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(refused) = self.push_auth.check(req.uri().path().trim_end_matches('/'), authorization).await {
+            let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            let mut resp = text(status, format!("{}\n", refused.reason));
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            }
+            return resp;
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/metrics") => {
