@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (package, artifact file name, env var the host reads).
-const GUESTS: [(&str, &str, &str); 5] = [
+const GUESTS: [(&str, &str, &str); 6] = [
     ("pubsub-push", "pubsub_push.wasm", "TRIBUTARY_PUBSUB_PUSH_WASM"),
     ("anomaly-check", "anomaly_check.wasm", "TRIBUTARY_ANOMALY_CHECK_WASM"),
     ("recommend-trigger", "recommend_trigger.wasm", "TRIBUTARY_RECOMMEND_TRIGGER_WASM"),
     ("transform", "transform.wasm", "TRIBUTARY_TRANSFORM_WASM"),
     ("chaos-transform", "chaos_transform.wasm", "TRIBUTARY_CHAOS_TRANSFORM_WASM"),
+    ("sink-http", "sink_http.wasm", "TRIBUTARY_SINK_HTTP_WASM"),
 ];
 
 fn main() {

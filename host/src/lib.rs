@@ -61,6 +61,13 @@ pub mod components {
             _ => None,
         }
     }
+    /// `functions/sink-http`, the sink adapter for hosts other than this one: a file path (the host does
+    /// not run it; portability tests and `wasmtime serve` compositions do).
+    pub const SINK_HTTP_PATH: &str = env!("TRIBUTARY_SINK_HTTP_WASM");
+    /// `functions/transform` as a file (for compositions).
+    pub const TRANSFORM_PATH: &str = env!("TRIBUTARY_TRANSFORM_WASM");
+    /// `functions/pubsub-push` as a file (for compositions).
+    pub const PUBSUB_PUSH_PATH: &str = env!("TRIBUTARY_PUBSUB_PUSH_WASM");
     /// TEST FIXTURE `tests/components/chaos-transform`: a file path, for `components.transform`.
     pub const CHAOS_TRANSFORM_PATH: &str = env!("TRIBUTARY_CHAOS_TRANSFORM_WASM");
 }

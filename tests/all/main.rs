@@ -10,6 +10,7 @@ mod cli;
 mod faults;
 mod guest_isolation;
 mod insert_api;
+mod portability;
 mod push_auth;
 mod push_e2e;
 mod recommend;
