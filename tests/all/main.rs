@@ -16,3 +16,4 @@ mod push_e2e;
 mod recommend;
 mod restart;
 mod state;
+mod wasmtime_serve;

@@ -1,0 +1,82 @@
+//! The push handler outside this host: `pubsub-push` composed with the transform and the sink adapter
+//! (`wac plug`) runs under `wasmtime serve` (Bytecode Alliance's reference wasi:http host, with none of
+//! this project's imports), Google's Pub/Sub emulator pushes to it, and the rows land in a Tributary
+//! host's warehouse through its insertAll route. `.ci/run` installs `wasmtime` (wasmtime-cli 48.0.8) and
+//! `wac` into `TRIBUTARY_TOOLS` (default `~/.cache/tributary/tools/bin`).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{ChildGuard, Host, PubSub, free_port, temp_dir, wait_for};
+
+fn tool(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TRIBUTARY_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/tools/bin")
+    });
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: `.ci/run` installs it (see README: Development)", path.display());
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
+    let data = temp_dir("wasmtime-serve");
+    let host = Host::start(&data, "").await;
+
+    let composed = data.join("pubsub_push_composed.wasm");
+    let out = Command::new(tool("wac"))
+        .arg("plug")
+        .arg(tributary::components::PUBSUB_PUSH_PATH)
+        .args(["--plug", tributary::components::TRANSFORM_PATH, "--plug", tributary::components::SINK_HTTP_PATH])
+        .arg("-o")
+        .arg(&composed)
+        .output()
+        .expect("running wac");
+    assert!(out.status.success(), "wac plug: {}", String::from_utf8_lossy(&out.stderr));
+
+    let port = free_port();
+    let log = std::fs::File::create(data.join("wasmtime-serve.log")).expect("log");
+    let insert_all = format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr);
+    let child = {
+        use std::os::unix::process::CommandExt as _;
+        Command::new(tool("wasmtime"))
+            .args(["serve", "-Scli", "-Wcomponent-model-async", "-Sp3", "--addr", &format!("127.0.0.1:{port}")])
+            .args(["--env", &insert_all])
+            .arg(&composed)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("starting wasmtime serve")
+    };
+    let _serve = ChildGuard(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("wasmtime serve", Duration::from_secs(60), || async {
+        tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+    })
+    .await;
+
+    let pubsub = PubSub::start().await;
+    pubsub.create_topic("events").await;
+    pubsub.create_push_subscription("serve", "events", &format!("http://{addr}/push/events"), false).await;
+    let mut msgs: Vec<(Vec<u8>, serde_json::Value)> = (0..50)
+        .map(|i| {
+            let e = json!({"user_id": format!("u{i}"), "event_type": "view", "timestamp": "2024-01-01 10:00:00"});
+            (e.to_string().into_bytes(), json!({}))
+        })
+        .collect();
+    msgs.push((b"not json".to_vec(), json!({})));
+    pubsub.publish("events", &msgs).await;
+    wait_for("50 events and 1 dead letter through wasmtime serve", Duration::from_secs(90), || async {
+        let done = host.count("SELECT count(*) FROM streaming_events").await == 50
+            && host.count("SELECT count(*) FROM dead_letter").await == 1;
+        done.then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(data.join("wasmtime-serve.log")).unwrap_or_default();
+    assert_eq!(host.count("SELECT count(DISTINCT user_id) FROM streaming_events").await, 50, "{log}");
+}
