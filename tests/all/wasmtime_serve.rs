@@ -13,9 +13,9 @@ use serde_json::json;
 use crate::support::{ChildGuard, Host, PubSub, free_port, temp_dir, wait_for};
 
 fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("TRIBUTARY_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/tools/bin")
-    });
+    let dir = std::env::var_os("TRIBUTARY_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tributary/tools/bin"));
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: `.ci/run` installs it (see README: Development)", path.display());
     path
@@ -39,7 +39,8 @@ async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
 
     let port = free_port();
     let log = std::fs::File::create(data.join("wasmtime-serve.log")).expect("log");
-    let insert_all = format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr);
+    let insert_all =
+        format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr);
     let child = {
         use std::os::unix::process::CommandExt as _;
         Command::new(tool("wasmtime"))

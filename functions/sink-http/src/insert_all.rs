@@ -108,7 +108,10 @@ pub fn verdict(request: &Request, status: u16, body: &[u8]) -> Result<Vec<RowErr
             // Only `stopped`: the row was not written because another one failed; with skipInvalidRows
             // this does not happen, but if it does the write is not durable.
             None => {
-                return Err(WriteError::Unavailable(format!("insertAll into {}: row {} stopped", request.table, e.index)));
+                return Err(WriteError::Unavailable(format!(
+                    "insertAll into {}: row {} stopped",
+                    request.table, e.index
+                )));
             }
         }
     }
@@ -138,9 +141,18 @@ mod tests {
     #[test]
     fn answers_become_refusals_or_transient_errors() {
         let reqs = requests(&[row("a", "1", "{}"), row("b", "2", "{}"), row("a", "3", "{}")], false);
-        let body = br#"{"insertErrors":[{"index":1,"errors":[{"reason":"invalid","location":"ts","message":"bad ts"}]}]}"#;
+        let body =
+            br#"{"insertErrors":[{"index":1,"errors":[{"reason":"invalid","location":"ts","message":"bad ts"}]}]}"#;
         let refused = verdict(&reqs[0], 200, body).expect("written");
-        assert_eq!(refused, vec![RowError { index: 2, reason: "invalid".into(), location: Some("ts".into()), message: "bad ts".into() }]);
+        assert_eq!(
+            refused,
+            vec![RowError {
+                index: 2,
+                reason: "invalid".into(),
+                location: Some("ts".into()),
+                message: "bad ts".into()
+            }]
+        );
         assert!(matches!(verdict(&reqs[0], 429, b""), Err(WriteError::Overloaded(_))));
         assert!(matches!(verdict(&reqs[0], 503, b""), Err(WriteError::Unavailable(_))));
         let all = verdict(&reqs[1], 404, b"no table").expect("refused");

@@ -36,7 +36,12 @@ mod component {
     struct Adapter;
 
     /// One HTTP exchange: (status, body), or why there is none.
-    fn exchange(method: Method, url: &str, headers: &[(&str, String)], body: Option<&[u8]>) -> Result<(u16, Vec<u8>), String> {
+    fn exchange(
+        method: Method,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("not a URL: {url}"))?;
         let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
         let fields = Fields::new();
@@ -115,8 +120,8 @@ mod component {
                 headers.push(("authorization", a.clone()));
             }
             let body = serde_json::to_vec(&request.body).map_err(|e| WriteError::Unavailable(e.to_string()))?;
-            let (status, answer) =
-                exchange(Method::Post, &url, &headers, Some(&body)).map_err(|e| WriteError::Unavailable(format!("{url}: {e}")))?;
+            let (status, answer) = exchange(Method::Post, &url, &headers, Some(&body))
+                .map_err(|e| WriteError::Unavailable(format!("{url}: {e}")))?;
             match insert_all::verdict(&request, status, &answer) {
                 Ok(r) => refused.extend(r),
                 Err(model::WriteError::Overloaded(m)) => return Err(WriteError::Overloaded(m)),
