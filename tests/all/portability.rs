@@ -5,15 +5,12 @@
 use tributary::components;
 use wasmtime::component::Component;
 
-/// Interfaces the Tributary host links (by prefix, any version it serves).
+/// The WASI interfaces both places provide (by prefix, any 0.2/0.3 version).
+const WASI: &[&str] =
+    &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:http/"];
+
+/// Interfaces the Tributary host links besides [`WASI`].
 const HOST: &[&str] = &[
-    "wasi:cli/",
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "wasi:http/",
     "tributary:pipeline/types@0.1.0",
     "tributary:pipeline/transform@0.1.0",
     "tributary:pipeline/sink@0.1.0",
@@ -21,21 +18,9 @@ const HOST: &[&str] = &[
     "wasi:config/store@0.2.0-draft-2024-09-27",
 ];
 
-/// What Spin 4 provides to a component (its WASI 0.2/0.3 worlds, variables as wasi:config, key-value,
-/// and its own `fermyon:spin`/`spin:` interfaces).
-const SPIN: &[&str] = &[
-    "wasi:cli/",
-    "wasi:io/",
-    "wasi:clocks/",
-    "wasi:random/",
-    "wasi:filesystem/",
-    "wasi:sockets/",
-    "wasi:http/",
-    "wasi:config/store@0.2.0-draft-2024-09-27",
-    "wasi:keyvalue/",
-    "fermyon:spin/",
-    "spin:",
-];
+/// What Spin 4 provides besides [`WASI`]: variables as wasi:config, key-value, and its own
+/// `fermyon:spin`/`spin:` interfaces.
+const SPIN: &[&str] = &["wasi:config/store@0.2.0-draft-2024-09-27", "wasi:keyvalue/", "fermyon:spin/", "spin:"];
 
 /// What this project's adapter components provide under Spin (`[component.X.dependencies]`).
 const ADAPTERS: &[(&str, &str)] = &[
@@ -50,7 +35,7 @@ fn imports(engine: &wasmtime::Engine, bytes: &[u8]) -> Vec<String> {
 }
 
 fn provided(list: &[&str], import: &str) -> bool {
-    list.iter().any(|p| import.starts_with(p))
+    WASI.iter().chain(list).any(|p| import.starts_with(p))
 }
 
 #[test]

@@ -17,8 +17,6 @@ mod component {
     use spin_sdk::http::{IntoResponse, Method, Request, Response, StatusCode};
     use tributary_model as model;
 
-    use state_update as store;
-
     use crate::flow::{self, Env, Route};
     use crate::settings::Settings;
 
@@ -28,78 +26,23 @@ mod component {
         generate_all,
     });
 
-    use tributary::pipeline::{sink, state, transform, types};
+    push_envelope::import_glue!(tributary::pipeline);
 
     struct Imports;
 
     impl flow::Transformer for Imports {
         fn transform(&self, msg: &model::Message) -> Result<Vec<model::Row>, model::Rejection> {
-            let wit_msg = types::Message {
-                id: msg.id.clone(),
-                data: msg.data.clone(),
-                attributes: msg.attributes.clone(),
-                publish_time: msg.publish_time.clone(),
-                ordering_key: msg.ordering_key.clone(),
-                subscription: msg.subscription.clone(),
-                delivery_attempt: msg.delivery_attempt,
-            };
-            match transform::transform(&wit_msg) {
-                Ok(rows) => Ok(rows
-                    .into_iter()
-                    .map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json })
-                    .collect()),
-                Err(r) => Err(model::Rejection { reason: r.reason, message: r.message }),
-            }
+            transform_import(msg)
         }
     }
 
     impl flow::Sink for Imports {
         fn write(&self, rows: Vec<model::Row>) -> model::WriteOutcome {
-            let rows: Vec<types::Row> =
-                rows.into_iter().map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
-            match sink::write(&rows) {
-                Ok(refused) => Ok(refused
-                    .into_iter()
-                    .map(|e| model::RowError {
-                        index: e.index,
-                        reason: e.reason,
-                        location: e.location,
-                        message: e.message,
-                    })
-                    .collect()),
-                Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
-                Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),
-            }
+            sink_write(rows)
         }
     }
 
-    fn state_error(e: state::StateError) -> store::StateError {
-        match e {
-            state::StateError::Unavailable(m) => store::StateError::Unavailable(m),
-            state::StateError::Invalid(m) => store::StateError::Invalid(m),
-        }
-    }
-
-    impl store::State for Imports {
-        fn get(&self, key: &str) -> Result<Option<store::Entry>, store::StateError> {
-            state::get(key).map(|e| e.map(|e| store::Entry { value: e.value, version: e.version })).map_err(state_error)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: u64,
-            value: &[u8],
-            ttl_ms: Option<u64>,
-        ) -> Result<Option<u64>, store::StateError> {
-            state::compare_and_swap(key, expected, value, ttl_ms).map_err(state_error)
-        }
-        fn delete(&self, key: &str, expected: u64) -> Result<bool, store::StateError> {
-            state::delete(key, expected).map_err(state_error)
-        }
-        fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, store::StateError> {
-            state::scan(prefix, limit).map_err(state_error)
-        }
-    }
+    state_update::impl_state_import!(Imports, tributary::pipeline);
 
     fn settings() -> Result<Settings, String> {
         let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;

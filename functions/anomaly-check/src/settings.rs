@@ -2,7 +2,8 @@
 //! table; Spin variables under `spin up`). Every key is optional; unknown keys and bad values are
 //! errors, so a typo never silently falls back to a default.
 
-use std::collections::BTreeMap;
+use push_envelope::settings::Setting;
+pub use push_envelope::settings::SettingError;
 
 /// Windowing and detection settings. Times are event time unless they say otherwise.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,39 +43,21 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("setting '{key}' = '{value}': {reason}")]
-pub struct SettingError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
-}
-
 impl Settings {
     /// Reads the settings from all configured pairs.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, SettingError> {
         let mut s = Settings::default();
-        let map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        for (&key, &value) in &map {
-            let bad = |reason: &str| SettingError { key: key.into(), value: value.into(), reason: reason.into() };
-            let int = |min: i64| -> Result<i64, SettingError> {
-                let n: i64 = value.trim().parse().map_err(|_| bad("expected a whole number"))?;
-                if n < min { Err(bad(&format!("must be at least {min}"))) } else { Ok(n) }
-            };
-            let float = || -> Result<f64, SettingError> {
-                let x: f64 = value.trim().parse().map_err(|_| bad("expected a number"))?;
-                if x.is_finite() && x > 0.0 { Ok(x) } else { Err(bad("must be a positive number")) }
-            };
-            match key {
-                "lateness_seconds" => s.lateness_ms = int(0)? * 1000,
-                "idle_close_seconds" => s.idle_close_ms = int(1)? * 1000,
-                "baseline_minutes" => s.baseline_minutes = int(2)?,
-                "baseline_gap_minutes" => s.baseline_gap_minutes = int(0)?,
-                "sigma" => s.sigma = float()?,
-                "sensor_warmup" => s.sensor_warmup = int(2)?.unsigned_abs(),
-                "sensor_z" => s.sensor_z = float()?,
-                "sensor_window_minutes" => s.sensor_window_minutes = int(1)?,
-                _ => return Err(bad("unknown setting")),
+        for setting in Setting::all(pairs) {
+            match setting.key {
+                "lateness_seconds" => s.lateness_ms = setting.int(0)? * 1000,
+                "idle_close_seconds" => s.idle_close_ms = setting.int(1)? * 1000,
+                "baseline_minutes" => s.baseline_minutes = setting.int(2)?,
+                "baseline_gap_minutes" => s.baseline_gap_minutes = setting.int(0)?,
+                "sigma" => s.sigma = setting.positive()?,
+                "sensor_warmup" => s.sensor_warmup = setting.int(2)?.unsigned_abs(),
+                "sensor_z" => s.sensor_z = setting.positive()?,
+                "sensor_window_minutes" => s.sensor_window_minutes = setting.int(1)?,
+                _ => return Err(setting.unknown()),
             }
         }
         Ok(s)

@@ -10,15 +10,13 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
-use tributary_model::{Message, Rejection, Row, WriteError, WriteOutcome};
+use tributary_model::{Message, Row, WriteError, WriteOutcome};
 
 use crate::dead_letter::{self, Failure};
 use crate::envelope::{self, PushRequest};
 
 /// The transform step (the `transform` import in wasm; the linked crate natively).
-pub trait Transformer {
-    fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection>;
-}
+pub use push_envelope::steps::Transformer;
 
 /// The sink step (the `sink` import in wasm; the group commit natively).
 pub trait Sink {
@@ -103,7 +101,7 @@ async fn dead_letter(msg: &Message, failure: Failure, sink: &impl Sink, now: Dat
 mod tests {
     use std::sync::Mutex;
 
-    use tributary_model::RowError;
+    use tributary_model::{Rejection, RowError};
 
     use super::*;
 

@@ -20,29 +20,14 @@ mod component {
         world: "pubsub-push",
     });
 
-    use tributary::pipeline::{sink, transform, types};
+    push_envelope::import_glue!(tributary::pipeline);
 
     /// The `transform` import.
     struct ImportedTransform;
 
     impl flow::Transformer for ImportedTransform {
         fn transform(&self, msg: &model::Message) -> Result<Vec<model::Row>, model::Rejection> {
-            let wit_msg = types::Message {
-                id: msg.id.clone(),
-                data: msg.data.clone(),
-                attributes: msg.attributes.clone(),
-                publish_time: msg.publish_time.clone(),
-                ordering_key: msg.ordering_key.clone(),
-                subscription: msg.subscription.clone(),
-                delivery_attempt: msg.delivery_attempt,
-            };
-            match transform::transform(&wit_msg) {
-                Ok(rows) => Ok(rows
-                    .into_iter()
-                    .map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json })
-                    .collect()),
-                Err(r) => Err(model::Rejection { reason: r.reason, message: r.message }),
-            }
+            transform_import(msg)
         }
     }
 
@@ -51,22 +36,7 @@ mod component {
 
     impl flow::Sink for ImportedSink {
         fn write(&self, rows: Vec<model::Row>) -> impl Future<Output = model::WriteOutcome> + Send {
-            let rows: Vec<types::Row> =
-                rows.into_iter().map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
-            let outcome = match sink::write(&rows) {
-                Ok(refused) => Ok(refused
-                    .into_iter()
-                    .map(|e| model::RowError {
-                        index: e.index,
-                        reason: e.reason,
-                        location: e.location,
-                        message: e.message,
-                    })
-                    .collect()),
-                Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
-                Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),
-            };
-            std::future::ready(outcome)
+            std::future::ready(sink_write(rows))
         }
     }
 

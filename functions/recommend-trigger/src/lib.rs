@@ -16,7 +16,6 @@ mod component {
     use push_envelope::envelope::PushRequest;
     use spin_sdk::http::body::IncomingBodyExt as _;
     use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
-    use state_update as store;
     use tributary_model as model;
 
     use crate::flow::{self, Env, Route};
@@ -28,85 +27,29 @@ mod component {
         generate_all,
     });
 
-    use tributary::pipeline::{sink, state, transform, types};
+    push_envelope::import_glue!(tributary::pipeline);
 
     struct Imports;
 
-    fn to_wit(rows: Vec<model::Row>) -> Vec<types::Row> {
-        rows.into_iter().map(|r| types::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect()
-    }
-
-    fn from_wit(result: Result<Vec<types::RowError>, sink::WriteError>) -> model::WriteOutcome {
-        match result {
-            Ok(refused) => Ok(refused
-                .into_iter()
-                .map(|e| model::RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
-                .collect()),
-            Err(sink::WriteError::Overloaded(m)) => Err(model::WriteError::Overloaded(m)),
-            Err(sink::WriteError::Unavailable(m)) => Err(model::WriteError::Unavailable(m)),
-        }
-    }
-
     impl flow::Transformer for Imports {
         fn transform(&self, msg: &model::Message) -> Result<Vec<model::Row>, model::Rejection> {
-            let wit_msg = types::Message {
-                id: msg.id.clone(),
-                data: msg.data.clone(),
-                attributes: msg.attributes.clone(),
-                publish_time: msg.publish_time.clone(),
-                ordering_key: msg.ordering_key.clone(),
-                subscription: msg.subscription.clone(),
-                delivery_attempt: msg.delivery_attempt,
-            };
-            match transform::transform(&wit_msg) {
-                Ok(rows) => Ok(rows
-                    .into_iter()
-                    .map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json })
-                    .collect()),
-                Err(r) => Err(model::Rejection { reason: r.reason, message: r.message }),
-            }
+            transform_import(msg)
         }
     }
 
     impl flow::Sink for Imports {
         fn write(&self, rows: Vec<model::Row>) -> model::WriteOutcome {
-            from_wit(sink::write(&to_wit(rows)))
+            sink_write(rows)
         }
     }
 
     impl flow::Upserter for Imports {
         fn upsert(&self, rows: Vec<model::Row>) -> model::WriteOutcome {
-            from_wit(sink::upsert(&to_wit(rows)))
+            sink_upsert(rows)
         }
     }
 
-    fn state_error(e: state::StateError) -> store::StateError {
-        match e {
-            state::StateError::Unavailable(m) => store::StateError::Unavailable(m),
-            state::StateError::Invalid(m) => store::StateError::Invalid(m),
-        }
-    }
-
-    impl store::State for Imports {
-        fn get(&self, key: &str) -> Result<Option<store::Entry>, store::StateError> {
-            state::get(key).map(|e| e.map(|e| store::Entry { value: e.value, version: e.version })).map_err(state_error)
-        }
-        fn compare_and_swap(
-            &self,
-            key: &str,
-            expected: u64,
-            value: &[u8],
-            ttl_ms: Option<u64>,
-        ) -> Result<Option<u64>, store::StateError> {
-            state::compare_and_swap(key, expected, value, ttl_ms).map_err(state_error)
-        }
-        fn delete(&self, key: &str, expected: u64) -> Result<bool, store::StateError> {
-            state::delete(key, expected).map_err(state_error)
-        }
-        fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, store::StateError> {
-            state::scan(prefix, limit).map_err(state_error)
-        }
-    }
+    state_update::impl_state_import!(Imports, tributary::pipeline);
 
     #[spin_sdk::http_service]
     async fn handle(req: Request) -> impl IntoResponse {

@@ -1,6 +1,7 @@
 //! The function's settings (`[functions.recommend-trigger]`; Spin variables under `spin up`).
 
-use std::collections::BTreeMap;
+use push_envelope::settings::Setting;
+pub use push_envelope::settings::SettingError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -29,38 +30,17 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("setting '{key}' = '{value}': {reason}")]
-pub struct SettingError {
-    pub key: String,
-    pub value: String,
-    pub reason: String,
-}
-
 impl Settings {
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, SettingError> {
         let mut s = Settings::default();
-        let map: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        for (&key, &value) in &map {
-            let bad = |reason: &str| SettingError { key: key.into(), value: value.into(), reason: reason.into() };
-            let int = |min: i64| -> Result<i64, SettingError> {
-                let n: i64 = value.trim().parse().map_err(|_| bad("expected a whole number"))?;
-                if n < min { Err(bad(&format!("must be at least {min}"))) } else { Ok(n) }
-            };
-            match key {
-                "window_minutes" => s.window_ms = int(1)? * 60_000,
-                "min_activities" => s.min_activities = int(1)?.unsigned_abs() as usize,
-                "debounce_seconds" => s.debounce_ms = int(0)? * 1000,
-                "max_recommendations" => s.max_recommendations = int(1)?.unsigned_abs() as usize,
-                "popular_above" => {
-                    s.popular_above = value
-                        .trim()
-                        .parse()
-                        .ok()
-                        .filter(|x: &f64| x.is_finite())
-                        .ok_or_else(|| bad("expected a number"))?
-                }
-                _ => return Err(bad("unknown setting")),
+        for setting in Setting::all(pairs) {
+            match setting.key {
+                "window_minutes" => s.window_ms = setting.int(1)? * 60_000,
+                "min_activities" => s.min_activities = setting.int(1)?.unsigned_abs() as usize,
+                "debounce_seconds" => s.debounce_ms = setting.int(0)? * 1000,
+                "max_recommendations" => s.max_recommendations = setting.int(1)?.unsigned_abs() as usize,
+                "popular_above" => s.popular_above = setting.number()?,
+                _ => return Err(setting.unknown()),
             }
         }
         Ok(s)

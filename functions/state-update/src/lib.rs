@@ -98,6 +98,49 @@ pub fn backoff(key: &str, attempt: usize) -> std::time::Duration {
     std::time::Duration::from_micros(ceiling / 2 + jitter)
 }
 
+/// Implements [`State`] for `$ty` with the `state` import of the bindings generated at `$pipeline`
+/// (e.g. `tributary::pipeline`): the same few lines every stateful function's `lib.rs` needs.
+#[macro_export]
+macro_rules! impl_state_import {
+    ($ty:ty, $($pipeline:ident)::+) => {
+        impl $crate::State for $ty {
+            fn get(&self, key: &str) -> Result<Option<$crate::Entry>, $crate::StateError> {
+                $($pipeline)::+::state::get(key)
+                    .map(|e| e.map(|e| $crate::Entry { value: e.value, version: e.version }))
+                    .map_err($crate::from_wit_error!($($pipeline)::+))
+            }
+            fn compare_and_swap(
+                &self,
+                key: &str,
+                expected: u64,
+                value: &[u8],
+                ttl_ms: Option<u64>,
+            ) -> Result<Option<u64>, $crate::StateError> {
+                $($pipeline)::+::state::compare_and_swap(key, expected, value, ttl_ms)
+                    .map_err($crate::from_wit_error!($($pipeline)::+))
+            }
+            fn delete(&self, key: &str, expected: u64) -> Result<bool, $crate::StateError> {
+                $($pipeline)::+::state::delete(key, expected).map_err($crate::from_wit_error!($($pipeline)::+))
+            }
+            fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, $crate::StateError> {
+                $($pipeline)::+::state::scan(prefix, limit).map_err($crate::from_wit_error!($($pipeline)::+))
+            }
+        }
+    };
+}
+
+/// A closure turning the generated `state-error` into [`StateError`] (for [`impl_state_import!`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! from_wit_error {
+    ($($pipeline:ident)::+) => {
+        |e| match e {
+            $($pipeline)::+::state::StateError::Unavailable(m) => $crate::StateError::Unavailable(m),
+            $($pipeline)::+::state::StateError::Invalid(m) => $crate::StateError::Invalid(m),
+        }
+    };
+}
+
 /// Reads `key` decoded as `T`.
 pub fn read<T: DeserializeOwned>(state: &impl State, key: &str) -> Result<Option<T>, StateError> {
     state

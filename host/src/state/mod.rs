@@ -144,14 +144,20 @@ impl Scoped {
         }
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+    /// Runs one store call, timed and counted.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StateError>>,
+    ) -> Result<T, StateError> {
         let started = Instant::now();
-        let result = match self.key(key) {
-            Ok(k) => self.store.get(&k).await,
-            Err(e) => Err(e),
-        };
-        self.observe("get", started, &result);
+        let result = call.await;
+        self.observe(op, started, &result);
         result
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+        self.timed("get", async { self.store.get(&self.key(key)?).await }).await
     }
 
     pub async fn compare_and_swap(
@@ -161,20 +167,18 @@ impl Scoped {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<Option<u64>, StateError> {
-        let started = Instant::now();
-        let result = if value.len() > self.max_value_bytes {
-            Err(StateError::Invalid(format!(
-                "value of {} bytes is over the limit of {} (state.max_value_bytes)",
-                value.len(),
-                self.max_value_bytes
-            )))
-        } else {
-            match self.key(key) {
-                Ok(k) => self.store.compare_and_swap(&k, expected, value, ttl_ms.filter(|&t| t > 0)).await,
-                Err(e) => Err(e),
-            }
-        };
-        self.observe("cas", started, &result);
+        let result = self
+            .timed("cas", async {
+                if value.len() > self.max_value_bytes {
+                    return Err(StateError::Invalid(format!(
+                        "value of {} bytes is over the limit of {} (state.max_value_bytes)",
+                        value.len(),
+                        self.max_value_bytes
+                    )));
+                }
+                self.store.compare_and_swap(&self.key(key)?, expected, value, ttl_ms.filter(|&t| t > 0)).await
+            })
+            .await;
         if let Ok(None) = result {
             self.metrics.state_conflict(self.store.backend());
         }
@@ -182,26 +186,15 @@ impl Scoped {
     }
 
     pub async fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError> {
-        let started = Instant::now();
-        let result = match self.key(key) {
-            Ok(k) => self.store.delete(&k, expected).await,
-            Err(e) => Err(e),
-        };
-        self.observe("delete", started, &result);
-        result
+        self.timed("delete", async { self.store.delete(&self.key(key)?, expected).await }).await
     }
 
     pub async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
-        let started = Instant::now();
-        let result =
-            match self.key(prefix) {
-                Ok(p) => self.store.scan(&p, limit).await.map(|keys| {
-                    keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect()
-                }),
-                Err(e) => Err(e),
-            };
-        self.observe("scan", started, &result);
-        result
+        self.timed("scan", async {
+            let keys = self.store.scan(&self.key(prefix)?, limit).await?;
+            Ok(keys.into_iter().filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)).collect())
+        })
+        .await
     }
 }
 

@@ -1,0 +1,53 @@
+//! A function's settings as `wasi:config/store` hands them over (key, text value): one [`Setting`] per
+//! pair, with the parsers and the error every function's settings share. Unknown keys are the
+//! function's to refuse, so a typo fails loudly instead of falling back to a default.
+
+/// A setting that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting '{key}' = '{value}': {reason}")]
+pub struct SettingError {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// One configured pair.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+}
+
+impl Setting<'_> {
+    /// The pairs, each key once (the last value wins), in key order.
+    pub fn all(pairs: &[(String, String)]) -> Vec<Setting<'_>> {
+        let map: std::collections::BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        map.into_iter().map(|(key, value)| Setting { key, value }).collect()
+    }
+
+    pub fn error(&self, reason: &str) -> SettingError {
+        SettingError { key: self.key.into(), value: self.value.into(), reason: reason.into() }
+    }
+
+    /// A whole number of at least `min`.
+    pub fn int(&self, min: i64) -> Result<i64, SettingError> {
+        let n: i64 = self.value.trim().parse().map_err(|_| self.error("expected a whole number"))?;
+        if n < min { Err(self.error(&format!("must be at least {min}"))) } else { Ok(n) }
+    }
+
+    /// A finite number.
+    pub fn number(&self) -> Result<f64, SettingError> {
+        self.value.trim().parse().ok().filter(|x: &f64| x.is_finite()).ok_or_else(|| self.error("expected a number"))
+    }
+
+    /// A finite number above zero.
+    pub fn positive(&self) -> Result<f64, SettingError> {
+        let x = self.number()?;
+        if x > 0.0 { Ok(x) } else { Err(self.error("must be a positive number")) }
+    }
+
+    /// "unknown setting".
+    pub fn unknown(&self) -> SettingError {
+        self.error("unknown setting")
+    }
+}
