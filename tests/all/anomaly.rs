@@ -308,3 +308,56 @@ async fn anomalies_and_sensor_windows_with_redis_state() {
     let redis = Redis::start().await;
     scenario("anomaly-redis", &redis.state_config()).await;
 }
+
+/// FAULT INJECTION with real parts: Redis (the state store) is killed while Pub/Sub pushes events;
+/// every push answers 503 and Pub/Sub redelivers; once Redis is back, every event is counted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_outage_fails_pushes_and_redelivery_counts_every_event_once() {
+    let mut redis = Redis::start().await;
+    let pubsub = PubSub::start().await;
+    let config = format!(
+        "{}[timers]\ntick_ms = 500\n[functions.anomaly-check]\nlateness_seconds = 600\nidle_close_seconds = 3\n",
+        redis.state_config()
+    );
+    let host = Host::start(&temp_dir("anomaly-outage"), &config).await;
+    pubsub.create_topic("events").await;
+    pubsub.create_push_subscription("anomaly", "events", &format!("http://{}/push/anomaly", host.addr), false).await;
+
+    let base = (chrono::Utc::now().timestamp_millis() - 3_600_000) / MINUTE * MINUTE;
+    let event = |m: i64, i: i64| Ev {
+        minute: m,
+        user: format!("u{m}-{}", i % 7),
+        session: format!("s{i}"),
+        time: base + m * MINUTE + i * 1000,
+    };
+    let first: Vec<Ev> = (0..20).map(|i| event(0, i)).collect();
+    publish_traffic(&pubsub, &first).await;
+    wait_acked(&host, "/push/anomaly", 20).await;
+
+    redis.kill();
+    let during: Vec<Ev> = (20..50).map(|i| event(1, i - 20)).chain((50..60).map(|i| event(2, i - 50))).collect();
+    publish_traffic(&pubsub, &during).await;
+    wait_for("pushes refused while the state store is down", Duration::from_secs(60), || async {
+        (host.metric("tributary_pushes_total", &["route=\"/push/anomaly\"", "outcome=\"unavailable\""]).await >= 5.0)
+            .then_some(())
+    })
+    .await;
+    redis.restart().await;
+
+    wait_for("every minute closed after the outage", Duration::from_secs(180), || async {
+        (host.count("SELECT count(*) FROM traffic_anomalies").await == 3).then_some(())
+    })
+    .await;
+    let counts = host
+        .sql(&format!("SELECT (epoch_ms(minute) - {base}) // {MINUTE} AS m, events_count, unique_users FROM traffic_anomalies ORDER BY m"))
+        .await;
+    assert_eq!(
+        counts,
+        vec![
+            json!({"m": 0, "events_count": 20, "unique_users": 7}),
+            json!({"m": 1, "events_count": 30, "unique_users": 7}),
+            json!({"m": 2, "events_count": 10, "unique_users": 7}),
+        ]
+    );
+    assert!(host.log_text().contains("state store unavailable"), "the outage is logged");
+}
