@@ -81,3 +81,74 @@ async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
     let log = std::fs::read_to_string(data.join("wasmtime-serve.log")).unwrap_or_default();
     assert_eq!(host.count("SELECT count(DISTINCT user_id) FROM streaming_events").await, 50, "{log}");
 }
+
+/// Under a host that does not check push tokens, the push handler checks them itself (configured by
+/// environment variables), fetching the signing keys over outbound HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composed_push_handler_checks_push_tokens_itself_under_wasmtime_serve() {
+    use crate::push_auth::{AUDIENCE, PUSHER, claims};
+    use crate::support::{Jwks, TestKey, envelope, http_raw};
+
+    let data = temp_dir("wasmtime-serve-auth");
+    let host = Host::start(&data, "").await;
+    let key = TestKey::generate("k1");
+    let jwks = Jwks::start(vec![key.jwk.clone()]).await;
+    let composed = data.join("composed.wasm");
+    let out = Command::new(tool("wac"))
+        .arg("plug")
+        .arg(tributary::components::PUBSUB_PUSH_PATH)
+        .args(["--plug", tributary::components::TRANSFORM_PATH, "--plug", tributary::components::SINK_HTTP_PATH])
+        .arg("-o")
+        .arg(&composed)
+        .output()
+        .expect("running wac");
+    assert!(out.status.success(), "wac plug: {}", String::from_utf8_lossy(&out.stderr));
+    let port = free_port();
+    let log = std::fs::File::create(data.join("wasmtime-serve.log")).expect("log");
+    let child = {
+        use std::os::unix::process::CommandExt as _;
+        Command::new(tool("wasmtime"))
+            .args(["serve", "-Scli", "-Wcomponent-model-async", "-Sp3", "--addr", &format!("127.0.0.1:{port}")])
+            .args([
+                "--env",
+                &format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr),
+            ])
+            .args(["--env", &format!("TRIBUTARY_PUSH_AUDIENCE={AUDIENCE}")])
+            .args(["--env", &format!("TRIBUTARY_PUSH_SERVICE_ACCOUNTS={PUSHER}")])
+            .args(["--env", &format!("TRIBUTARY_JWKS_URL={}", jwks.url)])
+            .arg(&composed)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("starting wasmtime serve")
+    };
+    let _serve = ChildGuard(child);
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("wasmtime serve", Duration::from_secs(60), || async {
+        tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+    })
+    .await;
+
+    let url = format!("http://{addr}/push/events");
+    let body = |id: &str| {
+        envelope(
+            id,
+            br#"{"user_id":"u","event_type":"view","timestamp":"2024-01-01 10:00:00"}"#,
+            "projects/p/subscriptions/s",
+        )
+        .into_bytes()
+    };
+    let bearer = |t: String| format!("Bearer {t}");
+    let (status, text) = http_raw("POST", &url, body("a"), &[]).await;
+    assert_eq!(status, 401, "no token: {text}");
+    let wrong = bearer(key.sign(&claims(json!({"aud": "https://elsewhere"}))));
+    let (status, text) = http_raw("POST", &url, body("b"), &[("authorization", wrong.as_str())]).await;
+    assert_eq!(status, 403, "wrong audience: {text}");
+    let good = bearer(key.sign(&claims(json!({}))));
+    let (status, text) = http_raw("POST", &url, body("c"), &[("authorization", good.as_str())]).await;
+    assert_eq!(status, 204, "good token: {text}");
+    assert_eq!(host.count("SELECT count(*) FROM streaming_events").await, 1, "only the authenticated push landed");
+    assert!(*jwks.fetches.lock().expect("lock") >= 1, "the function fetched the keys itself");
+}
