@@ -105,10 +105,7 @@ impl App {
                 self.metrics.push(EVENTS_ROUTE, outcome(&resp), started.elapsed().as_secs_f64());
                 resp
             }
-            (_, path) if self.function(path).is_some() => {
-                let Some((route, handler)) = self.function(path) else {
-                    return text(StatusCode::NOT_FOUND, "no such route\n");
-                };
+            (_, path) if let Some((route, handler)) = self.function(path) => {
                 let started = Instant::now();
                 let resp = self.guest(handler, req).await;
                 if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {

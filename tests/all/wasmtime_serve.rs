@@ -21,11 +21,9 @@ fn tool(name: &str) -> PathBuf {
     path
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
-    let data = temp_dir("wasmtime-serve");
-    let host = Host::start(&data, "").await;
-
+/// `pubsub-push` + `transform` + `sink-http` composed with `wac plug`, served by `wasmtime serve` with
+/// the sink adapter pointed at `host` and `envs` besides; returns the guard and the address.
+async fn serve_composed(data: &std::path::Path, host: &Host, envs: &[String]) -> (ChildGuard, String) {
     let composed = data.join("pubsub_push_composed.wasm");
     let out = Command::new(tool("wac"))
         .arg("plug")
@@ -43,10 +41,12 @@ async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
         format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr);
     let child = {
         use std::os::unix::process::CommandExt as _;
-        Command::new(tool("wasmtime"))
-            .args(["serve", "-Scli", "-Wcomponent-model-async", "-Sp3", "--addr", &format!("127.0.0.1:{port}")])
-            .args(["--env", &insert_all])
-            .arg(&composed)
+        let mut cmd = Command::new(tool("wasmtime"));
+        cmd.args(["serve", "-Scli", "-Wcomponent-model-async", "-Sp3", "--addr", &format!("127.0.0.1:{port}")]);
+        for env in std::iter::once(&insert_all).chain(envs) {
+            cmd.args(["--env", env]);
+        }
+        cmd.arg(&composed)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -54,12 +54,21 @@ async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
             .spawn()
             .expect("starting wasmtime serve")
     };
-    let _serve = ChildGuard(child);
+    let guard = ChildGuard(child);
     let addr = format!("127.0.0.1:{port}");
     wait_for("wasmtime serve", Duration::from_secs(60), || async {
         tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
     })
     .await;
+    (guard, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
+    let data = temp_dir("wasmtime-serve");
+    let host = Host::start(&data, "").await;
+
+    let (_serve, addr) = serve_composed(&data, &host, &[]).await;
 
     let pubsub = PubSub::start().await;
     pubsub.create_topic("events").await;
@@ -93,43 +102,12 @@ async fn composed_push_handler_checks_push_tokens_itself_under_wasmtime_serve() 
     let host = Host::start(&data, "").await;
     let key = TestKey::generate("k1");
     let jwks = Jwks::start(vec![key.jwk.clone()]).await;
-    let composed = data.join("composed.wasm");
-    let out = Command::new(tool("wac"))
-        .arg("plug")
-        .arg(tributary::components::PUBSUB_PUSH_PATH)
-        .args(["--plug", tributary::components::TRANSFORM_PATH, "--plug", tributary::components::SINK_HTTP_PATH])
-        .arg("-o")
-        .arg(&composed)
-        .output()
-        .expect("running wac");
-    assert!(out.status.success(), "wac plug: {}", String::from_utf8_lossy(&out.stderr));
-    let port = free_port();
-    let log = std::fs::File::create(data.join("wasmtime-serve.log")).expect("log");
-    let child = {
-        use std::os::unix::process::CommandExt as _;
-        Command::new(tool("wasmtime"))
-            .args(["serve", "-Scli", "-Wcomponent-model-async", "-Sp3", "--addr", &format!("127.0.0.1:{port}")])
-            .args([
-                "--env",
-                &format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr),
-            ])
-            .args(["--env", &format!("TRIBUTARY_PUSH_AUDIENCE={AUDIENCE}")])
-            .args(["--env", &format!("TRIBUTARY_PUSH_SERVICE_ACCOUNTS={PUSHER}")])
-            .args(["--env", &format!("TRIBUTARY_JWKS_URL={}", jwks.url)])
-            .arg(&composed)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("starting wasmtime serve")
-    };
-    let _serve = ChildGuard(child);
-    let addr = format!("127.0.0.1:{port}");
-    wait_for("wasmtime serve", Duration::from_secs(60), || async {
-        tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
-    })
-    .await;
+    let envs = [
+        format!("TRIBUTARY_PUSH_AUDIENCE={AUDIENCE}"),
+        format!("TRIBUTARY_PUSH_SERVICE_ACCOUNTS={PUSHER}"),
+        format!("TRIBUTARY_JWKS_URL={}", jwks.url),
+    ];
+    let (_serve, addr) = serve_composed(&data, &host, &envs).await;
 
     let url = format!("http://{addr}/push/events");
     let body = |id: &str| {

@@ -44,9 +44,16 @@ mod component {
 
     state_update::impl_state_import!(Imports, tributary::pipeline);
 
-    fn settings() -> Result<Settings, String> {
-        let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;
-        Settings::from_pairs(&pairs).map_err(|e| e.to_string())
+    /// The settings, read once per instance: they are fixed for a deployment's lifetime.
+    fn settings() -> Result<&'static Settings, String> {
+        static SETTINGS: std::sync::OnceLock<Result<Settings, String>> = std::sync::OnceLock::new();
+        SETTINGS
+            .get_or_init(|| {
+                let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;
+                Settings::from_pairs(&pairs).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     #[spin_sdk::http_service]
@@ -71,8 +78,7 @@ mod component {
             Ok(b) => b.to_vec(),
             Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
         };
-        let env =
-            Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
+        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings, now: chrono::Utc::now() };
         let outcome = flow::handle(route, &PushRequest { headers, body }, &env);
         let status = StatusCode::from_u16(outcome.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = text(status, outcome.body);

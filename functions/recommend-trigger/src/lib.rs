@@ -51,6 +51,18 @@ mod component {
 
     state_update::impl_state_import!(Imports, tributary::pipeline);
 
+    /// The settings, read once per instance: they are fixed for a deployment's lifetime.
+    fn settings() -> Result<&'static Settings, String> {
+        static SETTINGS: std::sync::OnceLock<Result<Settings, String>> = std::sync::OnceLock::new();
+        SETTINGS
+            .get_or_init(|| {
+                let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;
+                Settings::from_pairs(&pairs).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     #[spin_sdk::http_service]
     async fn handle(req: Request) -> impl IntoResponse {
         if req.method() != Method::POST {
@@ -59,10 +71,7 @@ mod component {
         let Some(route) = Route::from_path(req.uri().path()) else {
             return (StatusCode::NOT_FOUND, format!("no such route: {}", req.uri().path()));
         };
-        let settings = match wasi::config::store::get_all()
-            .map_err(|e| format!("reading the settings: {e:?}"))
-            .and_then(|pairs| Settings::from_pairs(&pairs).map_err(|e| e.to_string()))
-        {
+        let settings = match settings() {
             Ok(s) => s,
             Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e),
         };
@@ -75,8 +84,7 @@ mod component {
             Ok(b) => b.to_vec(),
             Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
         };
-        let env =
-            Env { transform: &Imports, sink: &Imports, state: &Imports, settings: &settings, now: chrono::Utc::now() };
+        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings, now: chrono::Utc::now() };
         let answer = flow::handle(route, &PushRequest { headers, body }, &env);
         (StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), answer.body)
     }
