@@ -51,3 +51,13 @@ impl Setting<'_> {
         self.error("unknown setting")
     }
 }
+
+/// A function's settings, read and parsed once into `cell` (they are fixed for an instance's life):
+/// `read` fetches the pairs (`wasi:config/store` `get-all`), `parse` turns them into the settings.
+pub fn once<T>(
+    cell: &'static std::sync::OnceLock<Result<T, String>>,
+    read: impl FnOnce() -> Result<Vec<(String, String)>, String>,
+    parse: impl FnOnce(&[(String, String)]) -> Result<T, SettingError>,
+) -> Result<&'static T, String> {
+    cell.get_or_init(|| parse(&read()?).map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+}

@@ -54,13 +54,8 @@ mod component {
     /// The settings, read once per instance: they are fixed for a deployment's lifetime.
     fn settings() -> Result<&'static Settings, String> {
         static SETTINGS: std::sync::OnceLock<Result<Settings, String>> = std::sync::OnceLock::new();
-        SETTINGS
-            .get_or_init(|| {
-                let pairs = wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"))?;
-                Settings::from_pairs(&pairs).map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        let read = || wasi::config::store::get_all().map_err(|e| format!("reading the settings: {e:?}"));
+        push_envelope::settings::once(&SETTINGS, read, Settings::from_pairs)
     }
 
     #[spin_sdk::http_service]
