@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::server::{Body, Routes, text};
+use crate::listener::{Body, Routes, text};
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,13 +1,12 @@
-//! The one wasmtime `Engine`: every knob in one place, each with its reason. Pool limits derive from
-//! `guest.max_instances`.
+//! The one wasmtime `Engine`: every knob in one place, each with its reason, and the `[guest]` limits
+//! every guest runs under. Pool limits derive from `guest.max_instances` and the number of functions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::Deserialize;
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
-
-use crate::config::GuestConfig;
 
 /// How often the epoch advances: the granularity of guest deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -17,8 +16,66 @@ pub fn ticks(d: Duration) -> u64 {
     u64::try_from(d.as_millis() / EPOCH_TICK.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Builds the engine for `guest` limits.
-pub fn build(guest: &GuestConfig) -> wasmtime::Result<Engine> {
+/// Sandbox limits. A guest that exceeds one fails its own request and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuestConfig {
+    /// Linear memory one guest instance may grow to, in MiB.
+    pub memory_mib: u32,
+    /// Wall-clock budget of one push, sink wait included, in ms. Pub/Sub's default ack deadline is
+    /// 10 s: an answer later than that is a nack anyway.
+    pub request_timeout_ms: u64,
+    /// CPU budget of one transform call, in ms (a transform is pure computation).
+    pub transform_timeout_ms: u64,
+    /// Push handler instances alive at once (each serves one push at a time). Also sizes the
+    /// pooling allocator.
+    pub max_instances: u32,
+    /// Pushes one push-handler instance serves before it is recycled.
+    pub instance_reuse: usize,
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            request_timeout_ms: 10_000,
+            transform_timeout_ms: 1_000,
+            max_instances: 128,
+            instance_reuse: 128,
+        }
+    }
+}
+
+impl GuestConfig {
+    /// Checks the limits.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.memory_mib < 2 {
+            return Err(format!(
+                "guest.memory_mib must be at least 2 (a Rust guest needs ~1 MiB), got {}",
+                self.memory_mib
+            ));
+        }
+        if self.max_instances == 0 || self.instance_reuse == 0 {
+            return Err("guest.max_instances and guest.instance_reuse must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn transform_timeout(&self) -> Duration {
+        Duration::from_millis(self.transform_timeout_ms)
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        usize::try_from(self.memory_mib).unwrap_or(usize::MAX).saturating_mul(1 << 20)
+    }
+}
+
+/// Builds the engine for `guest` limits, with pool room for `functions` functions.
+pub fn build(guest: &GuestConfig, functions: u32) -> wasmtime::Result<Engine> {
     let mut config = wasmtime::Config::new();
     // Components only; the push handler is a WASIp3 (`wasi:http/handler@0.3.0`) component.
     config.wasm_component_model(true);
@@ -28,9 +85,9 @@ pub fn build(guest: &GuestConfig) -> wasmtime::Result<Engine> {
     // Stack for guest code; deep recursion traps instead of growing without bound.
     config.max_wasm_stack(1 << 20);
 
-    // Two functions keep up to `max_instances` instances each (one push each at a time), and each
-    // busy instance calls at most one transform instance: four components per slot, with room to spare.
-    let slots = guest.max_instances.saturating_mul(4);
+    // Each function keeps up to `max_instances` instances (one request each at a time), and each busy
+    // instance calls at most one transform instance: two component instances per function and slot.
+    let slots = guest.max_instances.saturating_mul(functions.max(1)).saturating_mul(2);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         // A Rust wasip2 component has a handful of core instances (main module, shims, fixups).

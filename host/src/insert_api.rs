@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tributary_model::{Row, WriteError};
 
-use crate::sink::GroupCommit;
+use crate::group_commit::{GroupCommit, Mode};
 use crate::warehouse::schema;
 
 /// The request body (`TableDataInsertAllRequest`).
@@ -103,8 +103,8 @@ pub async fn handle(
             }
         })
         .collect();
-    let mode = if keyed.is_some() { crate::sink::Mode::Upsert } else { crate::sink::Mode::Append };
-    match crate::sink::write_mode(sink, rows, mode).await {
+    let mode = if keyed.is_some() { Mode::Upsert } else { Mode::Append };
+    match sink.write_mode(rows, mode).await {
         Ok(refused) => (200, response(&refused)),
         Err(WriteError::Overloaded(m)) => error(429, "RESOURCE_EXHAUSTED", &m),
         Err(WriteError::Unavailable(m)) => error(503, "UNAVAILABLE", &m),

@@ -1,11 +1,14 @@
-//! `tributary`: run the host, query its warehouse, benchmark it.
+//! `tributary`: run the host, query its warehouse, load data, benchmark it. The commands other than
+//! `up` live in [`cli`], outside the product library.
 
+mod cli;
+
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::Value;
+use anyhow::bail;
+use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use tributary::config::Config;
 
@@ -37,7 +40,7 @@ enum Command {
     Sql {
         query: String,
         #[arg(long, value_enum, default_value = "table")]
-        format: Format,
+        format: cli::sql::Format,
         /// The running host's admin address.
         #[arg(long, default_value = "127.0.0.1:3001")]
         admin: SocketAddr,
@@ -46,7 +49,7 @@ enum Command {
         data: PathBuf,
     },
     /// Benchmark the wasm push path against the native baseline in one run.
-    Bench(tributary::bench::BenchOptions),
+    Bench(cli::bench::BenchOptions),
     /// Bulk-load data through a running host's functions.
     Load {
         #[command(subcommand)]
@@ -85,32 +88,26 @@ enum LoadKind {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    /// Aligned columns.
-    Table,
-    /// One JSON object per row.
-    Json,
-}
-
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn")))
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or a pipe gets plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Up { listen, admin_listen, data, config } => runtime.block_on(up(listen, admin_listen, data, config)),
-        Command::Sql { query, format, admin, data } => runtime.block_on(sql(&query, format, admin, data)),
+        Command::Sql { query, format, admin, data } => runtime.block_on(cli::sql::run(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
         Command::Load { what: LoadKind::Products { file, concurrency }, host } => runtime.block_on(async {
-            let report = tributary::load::products(host, &file, concurrency).await?;
+            let report = cli::load::products(host, &file, concurrency).await?;
             println!("{report}");
             Ok(())
         }),
         Command::Bench(options) => runtime.block_on(async {
-            let report = tributary::bench::run(&options).await?;
+            let report = cli::bench::run(&options).await?;
             println!("{report}");
             Ok(())
         }),
@@ -147,11 +144,14 @@ async fn up(
     cfg.admin_listen = admin_listen.unwrap_or(cfg.admin_listen);
     cfg.data_dir = data.unwrap_or(cfg.data_dir);
     let host = tributary::start(&cfg, tributary::Mode::Wasm).await?;
+    let routes = |kind| tributary::functions::routes(kind).collect::<Vec<_>>().join(" ");
     tracing::info!(
         listen = %host.addr,
         admin = %host.admin_addr,
         data = %cfg.data_dir.display(),
-        "serving: POST http://{}/push/events",
+        push = %routes(tributary::functions::Kind::Push),
+        tick = %routes(tributary::functions::Kind::Tick),
+        "serving: POST http://{}/push/... (every route below), GET /healthz, GET /metrics",
         host.addr
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -163,64 +163,4 @@ async fn up(
     host.shutdown().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn sql(query: &str, format: Format, admin: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
-    let rows = match tributary::client::post(admin, "/query", &[], query.as_bytes().to_vec()).await {
-        Ok((200, body)) => {
-            let v: Value = serde_json::from_slice(&body).context("the host answered with invalid JSON")?;
-            v.get("rows").and_then(Value::as_array).cloned().unwrap_or_default()
-        }
-        Ok((_, body)) => bail!("{}", String::from_utf8_lossy(&body).trim()),
-        Err(_) => {
-            // No host: DuckDB lets this process open the file read-only.
-            let path = data.join("warehouse.duckdb");
-            if !path.exists() {
-                bail!("no host answers on {admin} and there is no warehouse at {}", path.display());
-            }
-            let conn = duckdb::Connection::open_with_flags(
-                &path,
-                duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?,
-            )?;
-            tributary::admin::query_json(&conn, query)?
-        }
-    };
-    match format {
-        Format::Json => {
-            for row in &rows {
-                println!("{row}");
-            }
-        }
-        Format::Table => print!("{}", table(&rows)),
-    }
-    Ok(())
-}
-
-/// Renders rows as aligned columns; strings bare, everything else as JSON.
-fn table(rows: &[Value]) -> String {
-    let Some(first) = rows.first().and_then(Value::as_object) else { return "(0 rows)\n".to_owned() };
-    let columns: Vec<&String> = first.keys().collect();
-    let cell = |row: &Value, c: &str| match row.get(c) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "NULL".to_owned(),
-        Some(v) => v.to_string(),
-    };
-    let mut widths: Vec<usize> = columns.iter().map(|c| c.chars().count()).collect();
-    for row in rows {
-        for (w, c) in widths.iter_mut().zip(&columns) {
-            *w = (*w).max(cell(row, c).chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join(" | ").trim_end().to_owned()
-    };
-    let mut out = line(columns.iter().map(|c| (*c).clone()).collect()) + "\n";
-    out += &widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-");
-    out += "\n";
-    for row in rows {
-        out += &line(columns.iter().map(|c| cell(row, c)).collect());
-        out += "\n";
-    }
-    out += &format!("({} row{})\n", rows.len(), if rows.len() == 1 { "" } else { "s" });
-    out
 }

@@ -11,9 +11,73 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use push_auth::{AuthError, Policy};
+use serde::Deserialize;
 
-use crate::config::PushAuthConfig;
 use crate::metrics::Metrics;
+
+/// `[[push_auth]]`: the listed push routes accept only pushes with a valid Google-signed OIDC token
+/// (a push subscription created with `--push-auth-service-account`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushAuthConfig {
+    /// Push routes this applies to, e.g. `["/push/events"]` (timer routes take no token).
+    pub routes: Vec<String>,
+    /// The expected `aud` claim: the subscription's `--push-auth-token-audience`, by default its push
+    /// endpoint URL.
+    pub audience: String,
+    /// Accepted `email` claims: the subscriptions' push service accounts.
+    pub service_accounts: Vec<String>,
+    /// Where the signing keys are (Google's by default).
+    #[serde(default = "google_jwks")]
+    pub jwks_url: String,
+    /// Accepted issuers (Google's by default).
+    #[serde(default = "google_issuers")]
+    pub issuers: Vec<String>,
+    /// Clock skew tolerated, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn google_jwks() -> String {
+    push_auth::GOOGLE_JWKS_URL.to_owned()
+}
+
+fn google_issuers() -> Vec<String> {
+    push_auth::GOOGLE_ISSUERS.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+
+impl PushAuthConfig {
+    /// Checks the entries: each names push routes of the registry, each route at most once.
+    pub fn validate_all(entries: &[PushAuthConfig]) -> Result<(), String> {
+        let push_routes: Vec<&str> = crate::functions::routes(crate::functions::Kind::Push).collect();
+        let mut guarded: Vec<&str> = Vec::new();
+        for (i, auth) in entries.iter().enumerate() {
+            if auth.audience.is_empty() || auth.service_accounts.is_empty() || auth.routes.is_empty() {
+                return Err(format!(
+                    "push_auth entry {}: routes, audience and service_accounts must not be empty",
+                    i + 1
+                ));
+            }
+            for route in &auth.routes {
+                if !push_routes.contains(&route.as_str()) {
+                    return Err(format!(
+                        "push_auth: '{route}' is not a push route (known: {})",
+                        push_routes.join(", ")
+                    ));
+                }
+                if guarded.contains(&route.as_str()) {
+                    return Err(format!("push_auth: '{route}' is listed twice"));
+                }
+                guarded.push(route);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A key set fetched from one URL.
 pub struct KeyCache {

@@ -1,56 +1,29 @@
-//! The HTTP front: `POST /push/events` (the push handler, as a wasm component or, for the benchmark,
-//! natively), `GET /healthz`, `GET /metrics`. Graceful shutdown stops accepting, lets in-flight pushes
-//! finish, and only then lets the group commit drain.
+//! The HTTP front: every function route of the registry (as a wasm component or, for the benchmark's
+//! baseline, natively), BigQuery's insertAll, `GET /healthz`, `GET /metrics`. Push authentication runs
+//! before anything else. Graceful shutdown stops accepting, lets in-flight requests finish, and only
+//! then lets the group commit drain.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use wasmtime_wasi_http::handler::ProxyHandler;
 
+use crate::functions::native::NativePush;
+use crate::functions::{self, Kind, instances};
+use crate::group_commit::GroupCommit;
+use crate::listener::{Body, BoxError, Routes, text};
 use crate::metrics::Metrics;
-use crate::native::NativePush;
-use crate::push::PushRoute;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Pub/Sub messages are at most 10 MB; base64 and the envelope add a third.
 pub const MAX_PUSH_BYTES: u64 = 16 << 20;
 
-/// The route the events topic is pushed to.
-pub const EVENTS_ROUTE: &str = "/push/events";
-
-/// The stateful functions and their routes (pushes and timer routes).
-pub const FUNCTIONS: [(&str, &[&str]); 2] = [
-    ("anomaly-check", &["/push/anomaly", "/push/sensors", "/push/anomaly/tick", "/push/sensors/tick"]),
-    ("recommend-trigger", &["/push/recommend", "/push/products", "/push/recommend/tick"]),
-];
-
-/// The timer routes, POSTed every `timers.tick_ms`.
-pub const TICK_ROUTES: [&str; 3] = ["/push/anomaly/tick", "/push/sensors/tick", "/push/recommend/tick"];
-
-/// A stateful function's component, serving its routes.
-pub struct Function {
-    pub routes: &'static [&'static str],
-    pub handler: ProxyHandler<PushRoute>,
-}
-
-/// Who handles pushes.
-pub enum Pusher {
-    /// The push-handler component (the product).
-    Wasm(ProxyHandler<PushRoute>),
-    /// The same logic compiled natively (the benchmark's baseline).
+/// What serves one function's routes.
+pub enum Handler {
+    /// The function's component (the product).
+    Wasm(instances::Handler),
+    /// The same logic compiled natively (the benchmark's baseline; the events function only).
     Native(NativePush),
 }
 
@@ -58,24 +31,16 @@ pub enum Pusher {
 pub struct App {
     /// `[[push_auth]]`: OIDC tokens required on some push routes.
     pub push_auth: crate::push_auth::PushAuth,
-    /// `/push/events`.
-    pub pusher: Pusher,
-    /// The stateful functions ([`FUNCTIONS`]; not in the native benchmark mode).
-    pub functions: Vec<Function>,
+    /// One entry per function of the registry, in its order; `None` when this mode does not serve it.
+    pub handlers: Vec<Option<Handler>>,
     pub metrics: Arc<Metrics>,
-    /// Pushes in flight, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub slows down)
-    /// rather than a queue that only adds latency.
+    /// Requests in a function at once, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub
+    /// slows down) rather than a queue that only adds latency.
     pub in_flight: tokio::sync::Semaphore,
     /// The group commit, for the BigQuery-compatible insertAll route.
-    pub sink: crate::sink::GroupCommit,
+    pub sink: GroupCommit,
     /// The warehouse is the embedded one (insertAll then knows its tables).
     pub embedded: bool,
-}
-
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed_unsync());
-    *resp.status_mut() = status;
-    resp
 }
 
 impl App {
@@ -99,34 +64,24 @@ impl App {
                 );
                 resp
             }
-            (_, EVENTS_ROUTE) => {
+            (_, path) if let Some((index, _, route)) = functions::find(path) => {
+                let Some(handler) = self.handlers.get(index).and_then(Option::as_ref) else {
+                    return text(StatusCode::NOT_FOUND, "this route is not served in this mode\n");
+                };
                 let started = Instant::now();
-                let resp = self.push(&self.pusher, req).await;
-                self.metrics.push(EVENTS_ROUTE, outcome(&resp), started.elapsed().as_secs_f64());
-                resp
-            }
-            (_, path) if let Some((route, handler)) = self.function(path) => {
-                let started = Instant::now();
-                let resp = self.guest(handler, req).await;
+                let resp = self.call(handler, req).await;
                 if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
-                    self.metrics.window_skip(route, reason);
+                    self.metrics.window_skip(route.path, reason);
                 }
-                if TICK_ROUTES.contains(&route) {
-                    self.metrics.tick(route, outcome(&resp));
-                } else {
-                    self.metrics.push(route, outcome(&resp), started.elapsed().as_secs_f64());
+                match route.kind {
+                    Kind::Tick => self.metrics.tick(route.path, outcome(&resp)),
+                    Kind::Push => self.metrics.push(route.path, outcome(&resp), started.elapsed().as_secs_f64()),
                 }
                 resp
             }
             (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => self.insert_all(req).await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
-    }
-
-    /// The function serving `path`, and the route as declared.
-    fn function(&self, path: &str) -> Option<(&'static str, &ProxyHandler<PushRoute>)> {
-        let path = path.trim_end_matches('/');
-        self.functions.iter().find_map(|f| Some((*f.routes.iter().find(|r| **r == path)?, &f.handler)))
     }
 
     async fn insert_all(&self, req: Request<Incoming>) -> Response<Body> {
@@ -143,24 +98,8 @@ impl App {
         resp
     }
 
-    async fn push(&self, pusher: &Pusher, req: Request<Incoming>) -> Response<Body> {
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
-        }
-        match pusher {
-            Pusher::Native(native) => {
-                let Ok(_permit) = self.in_flight.try_acquire() else {
-                    return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
-                };
-                native.handle(req).await
-            }
-            Pusher::Wasm(handler) => self.guest(handler, req).await,
-        }
-    }
-
-    /// Runs one request through a function's component, within the in-flight limit.
-    async fn guest(&self, handler: &ProxyHandler<PushRoute>, req: Request<Incoming>) -> Response<Body> {
+    /// Runs one request through a function, within the size and in-flight limits.
+    async fn call(&self, handler: &Handler, req: Request<Incoming>) -> Response<Body> {
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
             return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
@@ -168,12 +107,16 @@ impl App {
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
         };
+        let handler = match handler {
+            Handler::Native(native) => return native.handle(req).await,
+            Handler::Wasm(handler) => handler,
+        };
         let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
         match handler.handle((), req).await {
             Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
             Err(error) => {
-                // A trap, a deadline or an instantiation failure: this push fails, Pub/Sub
-                // redelivers it, and every other push goes on.
+                // A trap, a deadline or an instantiation failure: this request fails, Pub/Sub
+                // redelivers it, and every other request goes on.
                 tracing::warn!(error = format!("{error:#}"), "function failed");
                 let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, format!("function failed: {error}\n"));
                 resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
@@ -195,50 +138,8 @@ fn outcome(resp: &Response<Body>) -> &'static str {
     }
 }
 
-/// A routing function for [`serve`].
-pub trait Routes: Send + Sync + 'static {
-    fn call(self: Arc<Self>, req: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
-}
-
 impl Routes for App {
     async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         self.route(req).await
-    }
-}
-
-/// Serves `routes` on `listener` until `stop` turns true, then waits up to `drain` for open
-/// requests to finish.
-pub async fn serve<R: Routes>(listener: TcpListener, routes: Arc<R>, mut stop: watch::Receiver<bool>, drain: Duration) {
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (stream, _) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let routes = Arc::clone(&routes);
-        let service = hyper::service::service_fn(move |req| {
-            let routes = Arc::clone(&routes);
-            async move { Ok::<_, Infallible>(routes.call(req).await) }
-        });
-        let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-        tracing::warn!(?drain, "some requests were still open at shutdown");
     }
 }

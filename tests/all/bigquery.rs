@@ -106,7 +106,7 @@ async fn refusals_and_new_columns(backend: &str, extra: &str) {
     let config = format!(
         "{}[components]\ntransform = \"{}\"\n",
         bq.host_config(backend, &format!("new_fields = \"add-column\"\n{extra}")),
-        tributary::components::CHAOS_TRANSFORM_PATH
+        crate::support::CHAOS_TRANSFORM_PATH
     );
     let host = Host::start(&temp_dir(backend), &config).await;
     pubsub.create_topic("events").await;

@@ -23,7 +23,7 @@ async fn push(host: &Host, id: &str, data: &str) -> (u16, String, Duration) {
 async fn trapping_looping_and_hungry_guests_fail_only_their_own_push() {
     let config = format!(
         "[components]\ntransform = \"{}\"\n[guest]\nmemory_mib = 32\ntransform_timeout_ms = 500\n",
-        tributary::components::CHAOS_TRANSFORM_PATH
+        crate::support::CHAOS_TRANSFORM_PATH
     );
     let host = Host::start(&temp_dir("chaos"), &config).await;
 

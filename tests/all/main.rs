@@ -8,6 +8,7 @@ mod anomaly;
 mod bigquery;
 mod cli;
 mod faults;
+mod first_run;
 mod guest_isolation;
 mod insert_api;
 mod portability;

@@ -1,8 +1,9 @@
 //! Every built component's imports, listed from the binary, against what each place provides: this
 //! host, and Spin 4 plus this project's adapter components. A new import that one of them cannot
-//! satisfy fails here, not at deploy time.
+//! satisfy fails here, not at deploy time. And `spin.toml` against the function registry: every
+//! function is a component there, every route of it is routed to it, and nothing else is.
 
-use tributary::components;
+use tributary::{components, functions};
 use wasmtime::component::Component;
 
 /// The WASI interfaces both places provide (by prefix, any 0.2/0.3 version).
@@ -40,15 +41,11 @@ fn provided(list: &[&str], import: &str) -> bool {
 
 #[test]
 fn every_import_is_provided_by_the_host_and_by_spin_with_the_adapters() {
-    let engine = tributary::engine::build(&tributary::config::GuestConfig::default()).expect("engine");
+    let engine = tributary::engine::build(&tributary::engine::GuestConfig::default(), 1).expect("engine");
     let read = |path: &str| std::fs::read(path).expect("built component");
-    let built: Vec<(&str, Vec<u8>)> = vec![
-        ("pubsub-push", components::PUBSUB_PUSH.to_vec()),
-        ("transform", components::TRANSFORM.to_vec()),
-        ("anomaly-check", components::ANOMALY_CHECK.to_vec()),
-        ("recommend-trigger", components::RECOMMEND_TRIGGER.to_vec()),
-        ("sink-http", read(components::SINK_HTTP_PATH)),
-    ];
+    let mut built: Vec<(&str, Vec<u8>)> = functions::all().iter().map(|f| (f.name, f.component.to_vec())).collect();
+    built.push(("transform", components::TRANSFORM.to_vec()));
+    built.push(("sink-http", read(components::SINK_HTTP_PATH)));
     let mut missing_host = Vec::new();
     let mut missing_spin = Vec::new();
     for (name, bytes) in &built {
@@ -73,4 +70,46 @@ fn every_import_is_provided_by_the_host_and_by_spin_with_the_adapters() {
         "recommend-trigger: tributary:pipeline/state@0.1.0".to_owned(),
     ];
     assert_eq!(missing_spin, expected_gap, "imports Spin plus the adapters do not provide");
+}
+
+/// A Spin route covers `path`: the same path, or a `prefix/...` wildcard over it.
+fn covers(spin_route: &str, path: &str) -> bool {
+    match spin_route.strip_suffix("/...") {
+        Some(prefix) => path == prefix || path.starts_with(&format!("{prefix}/")),
+        None => spin_route == path,
+    }
+}
+
+#[test]
+fn spin_toml_serves_every_function_of_the_registry_and_nothing_else() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spin.toml");
+    let text = std::fs::read_to_string(&manifest).expect("spin.toml");
+    let spin: toml::Value = toml::from_str(&text).expect("spin.toml is TOML");
+    let triggers: Vec<(String, String)> = spin["trigger"]["http"]
+        .as_array()
+        .expect("[[trigger.http]]")
+        .iter()
+        .map(|t| {
+            let field = |k: &str| t[k].as_str().unwrap_or_else(|| panic!("trigger without {k}: {t}")).to_owned();
+            (field("route"), field("component"))
+        })
+        .collect();
+    let components = spin["component"].as_table().expect("[component.*]");
+    for function in functions::all() {
+        assert!(components.contains_key(function.name), "spin.toml has no [component.{}]", function.name);
+        for route in &function.routes {
+            let routed: Vec<&str> =
+                triggers.iter().filter(|(r, _)| covers(r, route.path)).map(|(_, c)| c.as_str()).collect();
+            assert_eq!(routed, vec![function.name], "spin.toml must route {} to {} (only)", route.path, function.name);
+        }
+    }
+    for (route, component) in &triggers {
+        let function = functions::named(component)
+            .unwrap_or_else(|| panic!("spin.toml routes {route} to {component}, which is not in the registry"));
+        assert!(
+            function.routes.iter().any(|r| covers(route, r.path)),
+            "spin.toml routes {route} to {component}, which serves none of it ({:?})",
+            function.routes.iter().map(|r| r.path).collect::<Vec<_>>()
+        );
+    }
 }

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use tributary::config::{StateBackend, StateConfig};
-use tributary::state::{Entry, StateError, Store};
+use tributary::state::{Entry, StateBackend, StateConfig, StateError, StateStore};
 
 use crate::support::{Redis, temp_dir};
 
-async fn contract(store: &Store) {
+async fn contract(store: &std::sync::Arc<dyn StateStore>) {
     assert_eq!(store.get("a/k").await.expect("get"), None);
     let v1 = store.compare_and_swap("a/k", 0, b"one".to_vec(), None).await.expect("cas").expect("created");
     assert_eq!(store.compare_and_swap("a/k", 0, b"two".to_vec(), None).await.expect("cas"), None, "exists");
@@ -40,7 +39,7 @@ async fn contract(store: &Store) {
     assert!(store.compare_and_swap("a/t", 0, b"y".to_vec(), None).await.expect("cas").is_some(), "expired = absent");
 
     // Many writers racing on one key: every increment lands exactly once.
-    let store = std::sync::Arc::new(store);
+    let store = std::sync::Arc::clone(store);
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = std::sync::Arc::clone(&store);
@@ -70,7 +69,7 @@ async fn contract(store: &Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_store_keeps_the_contract() {
     let dir = temp_dir("state-embedded");
-    let store = Store::open(&StateConfig::default(), &dir).await.expect("open");
+    let store = tributary::state::open(&StateConfig::default(), &dir).await.expect("open");
     contract(&store).await;
 }
 
@@ -83,7 +82,7 @@ async fn redis_store_keeps_the_contract_and_reports_an_outage() {
         op_timeout_ms: 500,
         ..StateConfig::default()
     };
-    let store = Store::open(&config, &temp_dir("state-redis")).await.expect("connect");
+    let store = tributary::state::open(&config, &temp_dir("state-redis")).await.expect("connect");
     contract(&store).await;
     redis.kill();
     let err = store.get("a/k").await.expect_err("redis is down");

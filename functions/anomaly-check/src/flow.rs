@@ -8,17 +8,17 @@
 //!   scheduler: Spin's cron trigger, Cloud Scheduler) calls them periodically; they close what is due,
 //!   also windows of a stream that went quiet, and rewrite rows still pending.
 //!
-//! The acknowledgement contract is pubsub-push's: a bad message is dead-lettered, then acked; a state
-//! or sink failure answers 503 (429 when the sink is overloaded) so Pub/Sub redelivers, and every
-//! state step is idempotent per message id, so a redelivery never counts twice.
+//! The acknowledgement contract is `function_kit::contract`'s: a bad message is dead-lettered, then
+//! acked; a state or sink failure answers 503 (429 when the sink is overloaded) so Pub/Sub redelivers,
+//! and every state step is idempotent per message id, so a redelivery never counts twice.
 
 use chrono::{DateTime, Utc};
-use push_envelope::dead_letter::Failure;
-use push_envelope::envelope::PushRequest;
-use push_envelope::steps::{self, Answer};
-pub use push_envelope::steps::{Sink, Transformer};
+use function_kit::contract::{self, Outcome, Reply, Sink, Transformer};
+use function_kit::dead_letter::Failure;
+use function_kit::envelope::PushRequest;
+use function_kit::routes::{self, Route as Path};
 use serde_json::Value;
-use state_update::{self as store, Change, State, StateError};
+use state_update::{self as store, Change, State};
 use tributary_model::{Message, Row, tables};
 
 use crate::sensors::{self, Location, Reading, Sensor, Windowed};
@@ -43,94 +43,50 @@ pub enum Route {
     SensorsTick,
 }
 
-impl Route {
-    pub fn from_path(path: &str) -> Option<Route> {
-        match path.trim_end_matches('/') {
-            "/push/anomaly" => Some(Route::Anomaly),
-            "/push/sensors" => Some(Route::Sensors),
-            "/push/anomaly/tick" => Some(Route::AnomalyTick),
-            "/push/sensors/tick" => Some(Route::SensorsTick),
-            _ => None,
-        }
-    }
-}
-
-/// How a request ended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    /// 204 (ack), 200 (dead-lettered and acked), 429/503 (redeliver), 500 (the dead letter itself was refused).
-    pub status: u16,
-    /// Empty on success, the reason otherwise.
-    pub body: String,
-    /// An event or reading left out of its window: `late` or `future` (the host counts it in a metric
-    /// from the `x-tributary-window-skip` response header).
-    pub skipped: Option<&'static str>,
-}
-
-impl Outcome {
-    fn ok() -> Self {
-        Answer::ok().into()
-    }
-}
-
-impl From<Answer> for Outcome {
-    fn from(a: Answer) -> Self {
-        Outcome { status: a.status, body: a.body, skipped: None }
-    }
-}
-
-impl From<StateError> for Outcome {
-    fn from(e: StateError) -> Self {
-        // Even a corrupt value fails the push rather than dropping it: the value needs a person.
-        Answer::failed(503, e.to_string()).into()
-    }
-}
-
-impl From<tributary_model::WriteError> for Outcome {
-    fn from(e: tributary_model::WriteError) -> Self {
-        Answer::from(e).into()
-    }
-}
+/// The function's routes (the host's registry serves exactly these).
+pub const ROUTES: &[(Path, Route)] = &[
+    (routes::push("/push/anomaly"), Route::Anomaly),
+    (routes::push("/push/sensors"), Route::Sensors),
+    (routes::tick("/push/anomaly/tick"), Route::AnomalyTick),
+    (routes::tick("/push/sensors/tick"), Route::SensorsTick),
+];
 
 /// Handles one request on `route`.
-pub fn handle<T: Transformer, S: Sink, St: State>(route: Route, req: &PushRequest, env: &Env<'_, T, S, St>) -> Outcome {
-    match route {
-        Route::Anomaly => push(req, env, count_event),
-        Route::Sensors => push(req, env, analyze_reading),
-        Route::AnomalyTick => tick_traffic(env).unwrap_or_else(|o| o),
-        Route::SensorsTick => tick_sensors(env).unwrap_or_else(|o| o),
-    }
-}
-
-type Analysis<T, S, St> = fn(&Message, Vec<Row>, &Env<'_, T, S, St>) -> Result<Outcome, Outcome>;
-
-fn push<T: Transformer, S: Sink, St: State>(
+pub async fn handle<T: Transformer, S: Sink, St: State>(
+    route: Route,
     req: &PushRequest,
     env: &Env<'_, T, S, St>,
-    analysis: Analysis<T, S, St>,
-) -> Outcome {
-    match steps::decode_and_transform(req, env.transform, env.sink, env.now) {
-        Ok((msg, rows)) => match analysis(&msg, rows, env) {
-            Ok(outcome) | Err(outcome) => outcome,
+) -> Reply {
+    let result = match route {
+        Route::Anomaly => match contract::decode_and_transform(req, env.transform, env.sink, env.now).await {
+            Ok((msg, rows)) => count_event(&msg, rows, env).await,
+            Err(outcome) => Err(outcome),
         },
-        Err(answer) => answer.into(),
-    }
+        Route::Sensors => match contract::decode_and_transform(req, env.transform, env.sink, env.now).await {
+            Ok((msg, rows)) => analyze_reading(&msg, rows, env).await,
+            Err(outcome) => Err(outcome),
+        },
+        Route::AnomalyTick => tick_traffic(env).await.map(Reply::from),
+        Route::SensorsTick => tick_sensors(env).await.map(Reply::from),
+    };
+    result.unwrap_or_else(Reply::from)
 }
 
 /// `/push/anomaly`: only the event's time, user and session matter; its row is the events route's job.
-fn count_event<T: Transformer, S: Sink, St: State>(
+async fn count_event<T: Transformer, S: Sink, St: State>(
     msg: &Message,
     rows: Vec<Row>,
     env: &Env<'_, T, S, St>,
-) -> Result<Outcome, Outcome> {
+) -> Result<Reply, Outcome> {
     let Some(row) = rows.iter().find(|r| r.table == tables::STREAMING_EVENTS) else {
         // Nothing countable (a user transform may route some messages elsewhere): nothing to do.
-        return Ok(Outcome::ok());
+        return Ok(Outcome::Done.into());
     };
     let event = match parse_event(msg, row) {
         Ok(e) => e,
         Err(why) => {
-            return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env));
+            let failure = Failure { reason: "bad-row".into(), message: why, stage: "analyze" };
+            return Ok(contract::dead_letter(msg, failure, env.sink, env.now).await.into());
         }
     };
     let now_ms = env.now.timestamp_millis();
@@ -142,11 +98,11 @@ fn count_event<T: Transformer, S: Sink, St: State>(
         let change = if observed == Observed::Counted || closed > 0 { Change::Put(t) } else { Change::Keep };
         (change, (observed, pending))
     })?;
-    flush_traffic(pending, env)?;
-    Ok(Outcome { skipped: observed.skipped(), ..Outcome::ok() })
+    flush_traffic(pending, env).await?;
+    Ok(Reply { outcome: Outcome::Done, skipped: observed.skipped() })
 }
 
-fn tick_traffic<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
+async fn tick_traffic<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
     let now_ms = env.now.timestamp_millis();
     let pending = store::update(env.state, traffic::KEY, None, |t: Option<Traffic>| match t {
         None => (Change::Keep, Vec::new()),
@@ -156,13 +112,13 @@ fn tick_traffic<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> 
             (if closed > 0 { Change::Put(t) } else { Change::Keep }, pending)
         }
     })?;
-    flush_traffic(pending, env)?;
-    Ok(Outcome::ok())
+    flush_traffic(pending, env).await?;
+    Ok(Outcome::Done)
 }
 
 /// Writes the outbox rows and, once durable, drops them from the state.
-fn flush_traffic<T, S: Sink, St: State>(pending: Vec<Row>, env: &Env<'_, T, S, St>) -> Result<(), Outcome> {
-    let written = write_outbox(pending, env)?;
+async fn flush_traffic<T, S: Sink, St: State>(pending: Vec<Row>, env: &Env<'_, T, S, St>) -> Result<(), Outcome> {
+    let written = write_outbox(pending, env).await?;
     if !written.is_empty() {
         store::update(env.state, traffic::KEY, None, |t: Option<Traffic>| {
             let mut t = t.unwrap_or_default();
@@ -174,12 +130,12 @@ fn flush_traffic<T, S: Sink, St: State>(pending: Vec<Row>, env: &Env<'_, T, S, S
 
 /// Writes rows the function computed itself. A refusal of one is a bug in this function's rows, not
 /// in any message: it is logged and dropped from the outbox, so it cannot block later rows forever.
-fn write_outbox<T, S: Sink, St>(pending: Vec<Row>, env: &Env<'_, T, S, St>) -> Result<Vec<String>, Outcome> {
+async fn write_outbox<T, S: Sink, St>(pending: Vec<Row>, env: &Env<'_, T, S, St>) -> Result<Vec<String>, Outcome> {
     if pending.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<String> = pending.iter().map(|r| r.insert_id.clone()).collect();
-    let refused = env.sink.write(pending)?;
+    let refused = env.sink.write(pending).await?;
     for e in &refused {
         eprintln!("anomaly-check: the warehouse refused computed row {}: {}", ids[e.index as usize], e.message);
     }
@@ -187,18 +143,19 @@ fn write_outbox<T, S: Sink, St>(pending: Vec<Row>, env: &Env<'_, T, S, St>) -> R
 }
 
 /// `/push/sensors`.
-fn analyze_reading<T: Transformer, S: Sink, St: State>(
+async fn analyze_reading<T: Transformer, S: Sink, St: State>(
     msg: &Message,
     mut rows: Vec<Row>,
     env: &Env<'_, T, S, St>,
-) -> Result<Outcome, Outcome> {
+) -> Result<Reply, Outcome> {
     let Some(at) = rows.iter().position(|r| r.table == sensors::READINGS) else {
-        return Ok(write_message_rows(msg, rows, env));
+        return Ok(contract::write_message_rows(msg, rows, env.sink, env.now).await.into());
     };
     let (reading, mut fields) = match parse_reading(msg, &rows[at]) {
         Ok(r) => r,
         Err(why) => {
-            return Ok(dead_letter(msg, Failure { reason: "bad-row".into(), message: why, stage: "analyze" }, env));
+            let failure = Failure { reason: "bad-row".into(), message: why, stage: "analyze" };
+            return Ok(contract::dead_letter(msg, failure, env.sink, env.now).await.into());
         }
     };
     let now_ms = env.now.timestamp_millis();
@@ -229,15 +186,15 @@ fn analyze_reading<T: Transformer, S: Sink, St: State>(
     if let Some(a) = &verdict {
         rows.push(sensors::anomaly_row(&reading, a, now_ms));
     }
-    let outcome = write_message_rows(msg, rows, env);
-    if (200..300).contains(&outcome.status) {
+    let outcome = contract::write_message_rows(msg, rows, env.sink, env.now).await;
+    if outcome.acked() {
         // The reading (or its dead letter) is durable; the closed windows are written now or by the next call or tick.
-        flush_location(&window_key, pending, env)?;
+        flush_location(&window_key, pending, env).await?;
     }
-    Ok(Outcome { skipped, ..outcome })
+    Ok(Reply { outcome, skipped })
 }
 
-fn tick_sensors<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
+async fn tick_sensors<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
     let now_ms = env.now.timestamp_millis();
     for key in env.state.scan("window/", SCAN_LIMIT)? {
         let location = key.trim_start_matches("window/").to_owned();
@@ -249,13 +206,17 @@ fn tick_sensors<T: Transformer, S: Sink, St: State>(env: &Env<'_, T, S, St>) -> 
                 (if closed > 0 { Change::Put(l) } else { Change::Keep }, pending)
             }
         })?;
-        flush_location(&key, pending, env)?;
+        flush_location(&key, pending, env).await?;
     }
-    Ok(Outcome::ok())
+    Ok(Outcome::Done)
 }
 
-fn flush_location<T, S: Sink, St: State>(key: &str, pending: Vec<Row>, env: &Env<'_, T, S, St>) -> Result<(), Outcome> {
-    let written = write_outbox(pending, env)?;
+async fn flush_location<T, S: Sink, St: State>(
+    key: &str,
+    pending: Vec<Row>,
+    env: &Env<'_, T, S, St>,
+) -> Result<(), Outcome> {
+    let written = write_outbox(pending, env).await?;
     if !written.is_empty() {
         store::update(env.state, key, Some(STATE_TTL_MS), |l: Option<Location>| {
             let Some(mut l) = l else { return (Change::Keep, ()) };
@@ -269,14 +230,6 @@ fn flush_location<T, S: Sink, St: State>(key: &str, pending: Vec<Row>, env: &Env
 const STATE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Locations closed per tick.
 const SCAN_LIMIT: u32 = 10_000;
-
-fn write_message_rows<T, S: Sink, St>(msg: &Message, rows: Vec<Row>, env: &Env<'_, T, S, St>) -> Outcome {
-    steps::write_message_rows(msg, rows, env.sink, env.now).into()
-}
-
-fn dead_letter<T, S: Sink, St>(msg: &Message, failure: Failure, env: &Env<'_, T, S, St>) -> Outcome {
-    steps::dead_letter(msg, failure, env.sink, env.now).into()
-}
 
 fn object(row: &Row) -> Result<serde_json::Map<String, Value>, String> {
     match serde_json::from_str(&row.json) {
@@ -328,48 +281,10 @@ fn parse_reading(msg: &Message, row: &Row) -> Result<(Reading, serde_json::Map<S
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
+    use function_kit::testing::{Passthrough, Recorder, block_on, unwrapped as push_of};
     use state_update::memory::MemoryState;
-    use tributary_model::{Rejection, WriteError, WriteOutcome};
 
     use super::*;
-
-    /// Stands in for the transform component: the payload is the row's JSON, table by its shape.
-    struct Passthrough;
-    impl Transformer for Passthrough {
-        fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection> {
-            let v: Value = serde_json::from_slice(&msg.data).map_err(|e| Rejection::new("not-json", e.to_string()))?;
-            let table = if v.get("sensor_id").is_some() { sensors::READINGS } else { tables::STREAMING_EVENTS };
-            Ok(vec![Row { table: table.into(), insert_id: msg.id.clone(), json: v.to_string() }])
-        }
-    }
-
-    /// FAULT INJECTION sink double: records rows, fails while `down`.
-    #[derive(Default)]
-    struct Recorder {
-        rows: RefCell<Vec<Row>>,
-        down: std::cell::Cell<bool>,
-    }
-    impl Sink for Recorder {
-        fn write(&self, rows: Vec<Row>) -> WriteOutcome {
-            if self.down.get() {
-                return Err(WriteError::Unavailable("FAULT INJECTION".into()));
-            }
-            self.rows.borrow_mut().extend(rows);
-            Ok(vec![])
-        }
-    }
-
-    fn push_of(id: &str, payload: &str) -> PushRequest {
-        PushRequest {
-            headers: vec![
-                ("x-goog-pubsub-message-id".into(), id.into()),
-                ("x-goog-pubsub-publish-time".into(), "2026-01-01T00:00:00Z".into()),
-            ],
-            body: payload.as_bytes().to_vec(),
-        }
-    }
 
     fn env<'a>(
         sink: &'a Recorder,
@@ -387,22 +302,22 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z").expect("t").to_utc();
         let e = env(&sink, &state, &settings, now);
         let ev = |id: &str, t: &str| push_of(id, &format!(r#"{{"user_id":"u","timestamp":"{t}"}}"#));
-        assert_eq!(handle(Route::Anomaly, &ev("1", "2026-01-01T00:00:10Z"), &e).status, 204);
-        assert_eq!(handle(Route::Anomaly, &ev("1", "2026-01-01T00:00:10Z"), &e).status, 204);
+        assert_eq!(block_on(handle(Route::Anomaly, &ev("1", "2026-01-01T00:00:10Z"), &e)).status(), 204);
+        assert_eq!(block_on(handle(Route::Anomaly, &ev("1", "2026-01-01T00:00:10Z"), &e)).status(), 204);
         sink.down.set(true);
         // Minute 0 closes, its row cannot be written: the push fails, the row stays pending.
-        assert_eq!(handle(Route::Anomaly, &ev("2", "2026-01-01T00:01:10Z"), &e).status, 503);
+        assert_eq!(block_on(handle(Route::Anomaly, &ev("2", "2026-01-01T00:01:10Z"), &e)).status(), 503);
         sink.down.set(false);
         // The redelivery is a duplicate for the counts, and flushes the pending row.
-        assert_eq!(handle(Route::Anomaly, &ev("2", "2026-01-01T00:01:10Z"), &e).status, 204);
-        let rows = sink.rows.borrow();
+        assert_eq!(block_on(handle(Route::Anomaly, &ev("2", "2026-01-01T00:01:10Z"), &e)).status(), 204);
+        let rows = sink.writes.borrow();
         assert_eq!(rows.len(), 1);
         let row: Value = serde_json::from_str(&rows[0].json).expect("json");
         assert_eq!(row["events_count"], 1);
         let t: Traffic = store::read(&state, traffic::KEY).expect("read").expect("state");
         assert!(t.pending.is_empty());
         // A late event is reported for the metric.
-        assert_eq!(handle(Route::Anomaly, &ev("3", "2026-01-01T00:00:20Z"), &e).skipped, Some("late"));
+        assert_eq!(block_on(handle(Route::Anomaly, &ev("3", "2026-01-01T00:00:20Z"), &e)).skipped, Some("late"));
     }
 
     #[test]
@@ -420,25 +335,26 @@ mod tests {
             )
         };
         for (i, v) in [20.0, 21.0, 20.5, 20.2].into_iter().enumerate() {
-            assert_eq!(handle(Route::Sensors, &reading(&i.to_string(), v), &e).status, 204);
+            assert_eq!(block_on(handle(Route::Sensors, &reading(&i.to_string(), v), &e)).status(), 204);
         }
-        assert_eq!(handle(Route::Sensors, &reading("hot", 40.0), &e).status, 204);
-        let rows = sink.rows.borrow().clone();
+        assert_eq!(block_on(handle(Route::Sensors, &reading("hot", 40.0), &e)).status(), 204);
+        let rows = sink.writes.borrow().clone();
         assert_eq!(rows.iter().filter(|r| r.table == sensors::ANOMALIES).count(), 1);
         let hot: Value = serde_json::from_str(&rows[rows.len() - 2].json).expect("json");
         assert_eq!((hot["is_anomaly"].as_bool(), hot["anomaly_reason"].as_str()), (Some(true), Some("z-score")));
         state.down.set(true);
-        assert_eq!(handle(Route::Sensors, &reading("9", 20.0), &e).status, 503);
+        assert_eq!(block_on(handle(Route::Sensors, &reading("9", 20.0), &e)).status(), 503);
         state.down.set(false);
-        assert_eq!(handle(Route::Sensors, &reading("9", 20.0), &e).status, 204);
+        assert_eq!(block_on(handle(Route::Sensors, &reading("9", 20.0), &e)).status(), 204);
         // The tick closes the idle window.
         let later = now + chrono::Duration::milliseconds(settings.idle_close_ms);
         assert_eq!(
-            handle(Route::SensorsTick, &PushRequest::default(), &env(&sink, &state, &settings, later)).status,
+            block_on(handle(Route::SensorsTick, &PushRequest::default(), &env(&sink, &state, &settings, later)))
+                .status(),
             204
         );
         let aggs: Vec<Value> = sink
-            .rows
+            .writes
             .borrow()
             .iter()
             .filter(|r| r.table == sensors::AGGREGATES)
@@ -453,9 +369,9 @@ mod tests {
         let (sink, state) = (Recorder::default(), MemoryState::default());
         let settings = Settings::default();
         let e = env(&sink, &state, &settings, Utc::now());
-        assert_eq!(handle(Route::Sensors, &push_of("x", "not json"), &e).status, 200);
-        assert_eq!(handle(Route::Anomaly, &push_of("y", r#"{"user_id":"u"}"#), &e).status, 200);
-        let tables: Vec<String> = sink.rows.borrow().iter().map(|r| r.table.clone()).collect();
+        assert_eq!(block_on(handle(Route::Sensors, &push_of("x", "not json"), &e)).status(), 200);
+        assert_eq!(block_on(handle(Route::Anomaly, &push_of("y", r#"{"user_id":"u"}"#), &e)).status(), 200);
+        let tables: Vec<String> = sink.writes.borrow().iter().map(|r| r.table.clone()).collect();
         assert_eq!(tables, vec!["dead_letter", "dead_letter"]);
     }
 }

@@ -2,8 +2,8 @@
 //! table; Spin variables under `spin up`). Every key is optional; unknown keys and bad values are
 //! errors, so a typo never silently falls back to a default.
 
-use push_envelope::settings::Setting;
-pub use push_envelope::settings::SettingError;
+use function_kit::settings::Setting;
+pub use function_kit::settings::SettingError;
 
 /// Windowing and detection settings. Times are event time unless they say otherwise.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,18 +1,14 @@
-//! The push handler component: a Pub/Sub push request in, 204/429/503 out (see [`flow`] for the
-//! acknowledgement contract). `lib.rs` is glue only: the logic lives in [`flow`] (and the shared
-//! `push-envelope` crate), which compile and are tested natively (the host's native baseline links them too).
+//! The push handler component: a Pub/Sub push request in, 204/200/429/503 out (the acknowledgement
+//! contract is `function_kit::contract`'s). `lib.rs` is glue only: the logic lives in [`flow`] and the
+//! kit, which compile and are tested natively (the host's native baseline links them too).
 
 pub mod flow;
 
-pub use push_envelope::{dead_letter, envelope};
-
 #[cfg(target_arch = "wasm32")]
 mod component {
-    use spin_sdk::http::body::IncomingBodyExt as _;
-    use spin_sdk::http::{IntoResponse, Method, Request, StatusCode};
-    use tributary_model as model;
+    use function_kit::contract::{Outcome, Reply};
+    use spin_sdk::http::{IntoResponse, Request};
 
-    use crate::envelope::PushRequest;
     use crate::flow;
 
     wit_bindgen::generate!({
@@ -20,25 +16,7 @@ mod component {
         world: "pubsub-push",
     });
 
-    push_envelope::import_glue!(tributary::pipeline);
-
-    /// The `transform` import.
-    struct ImportedTransform;
-
-    impl flow::Transformer for ImportedTransform {
-        fn transform(&self, msg: &model::Message) -> Result<Vec<model::Row>, model::Rejection> {
-            transform_import(msg)
-        }
-    }
-
-    /// The `sink` import. It blocks until the host's group commit lands.
-    struct ImportedSink;
-
-    impl flow::Sink for ImportedSink {
-        fn write(&self, rows: Vec<model::Row>) -> impl Future<Output = model::WriteOutcome> + Send {
-            std::future::ready(sink_write(rows))
-        }
-    }
+    function_kit::import_glue!(tributary::pipeline);
 
     /// Push authentication inside the function, for hosts other than Tributary (whose host checks
     /// tokens itself and gives the function no network): on when `TRIBUTARY_PUSH_AUDIENCE` is set
@@ -99,26 +77,19 @@ mod component {
 
     #[spin_sdk::http_service]
     async fn handle(req: Request) -> impl IntoResponse {
-        if req.method() != Method::POST {
-            return (StatusCode::METHOD_NOT_ALLOWED, "push endpoints take POST".to_owned());
-        }
-        let headers = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_ascii_lowercase(), v.to_str().ok()?.to_owned())))
-            .collect();
-        let body = match req.into_body().bytes().await {
-            Ok(b) => b.to_vec(),
-            // The body did not arrive whole: nothing was decided, let Pub/Sub redeliver.
-            Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e:?}")),
-        };
-        let req = PushRequest { headers, body };
-        if let Err((status, reason)) = auth::check(req.header("authorization")).await {
-            eprintln!("pubsub-push: push refused by push authentication: {reason}");
-            return (StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED), format!("{reason}\n"));
-        }
-        let outcome = flow::handle(&req, &ImportedTransform, &ImportedSink, chrono::Utc::now).await;
-        let status = StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, outcome.body())
+        // One route wherever the function is mounted; no settings (push auth reads its environment).
+        function_kit::http::serve(
+            req,
+            |_| Some(()),
+            || Ok(&()),
+            async |(), push, _: &()| -> Reply {
+                if let Err((status, reason)) = auth::check(push.header("authorization")).await {
+                    eprintln!("pubsub-push: push refused by push authentication: {reason}");
+                    return Outcome::Refused { status, reason }.into();
+                }
+                flow::handle(&push, &Imports, &Imports, chrono::Utc::now()).await.into()
+            },
+        )
+        .await
     }
 }

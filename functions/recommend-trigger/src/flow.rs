@@ -8,16 +8,17 @@
 //!   shelves (its category, `popular`) and is upserted into `products`;
 //! - `POST /push/recommend/tick`: recomputes the marked users whose debounce interval has passed.
 //!
-//! Same acknowledgement contract as pubsub-push; every state step is idempotent per message id.
+//! The acknowledgement contract is `function_kit::contract`'s; every state step is idempotent per
+//! message id.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use push_envelope::dead_letter::Failure;
-use push_envelope::envelope::{self, PushRequest};
-use push_envelope::steps::{self, Answer};
-pub use push_envelope::steps::{Sink, Transformer};
+use function_kit::contract::{self, Outcome, Sink, Transformer, Upserter};
+use function_kit::dead_letter::Failure;
+use function_kit::envelope::PushRequest;
+use function_kit::routes::{self, Route as Path};
 use serde_json::{Value, json};
-use state_update::{self as store, Change, State, StateError, digest};
-use tributary_model::{Message, Row, WriteOutcome, tables};
+use state_update::{self as store, Change, State, digest};
+use tributary_model::{Row, tables};
 
 use crate::activity::{Activity, COUNTED, User};
 use crate::catalog::{self, Product, Shelf};
@@ -30,12 +31,6 @@ pub const RECS_TABLE: &str = "realtime_user_recs";
 const DIRTY: &str = "dirty/";
 /// Locations recomputed per tick.
 const SCAN_LIMIT: u32 = 10_000;
-
-/// The `sink.upsert` import: rows replace the row with the same key (their insert id) unless that
-/// one is newer.
-pub trait Upserter {
-    fn upsert(&self, rows: Vec<Row>) -> WriteOutcome;
-}
 
 pub struct Env<'a, T, S, St> {
     pub transform: &'a T,
@@ -52,16 +47,12 @@ pub enum Route {
     Tick,
 }
 
-impl Route {
-    pub fn from_path(path: &str) -> Option<Route> {
-        match path.trim_end_matches('/') {
-            "/push/recommend" => Some(Route::Activity),
-            "/push/products" => Some(Route::Products),
-            "/push/recommend/tick" => Some(Route::Tick),
-            _ => None,
-        }
-    }
-}
+/// The function's routes (the host's registry serves exactly these).
+pub const ROUTES: &[(Path, Route)] = &[
+    (routes::push("/push/recommend"), Route::Activity),
+    (routes::push("/push/products"), Route::Products),
+    (routes::tick("/push/recommend/tick"), Route::Tick),
+];
 
 impl<T, S, St> Env<'_, T, S, St> {
     fn now_ms(&self) -> i64 {
@@ -69,45 +60,41 @@ impl<T, S, St> Env<'_, T, S, St> {
     }
 }
 
-fn state_failed(e: StateError) -> Answer {
-    Answer::failed(503, e.to_string())
-}
-
-pub fn handle<T: Transformer, S: Sink + Upserter, St: State>(
+pub async fn handle<T: Transformer, S: Sink + Upserter, St: State>(
     route: Route,
     req: &PushRequest,
     env: &Env<'_, T, S, St>,
-) -> Answer {
+) -> Outcome {
     let result = match route {
-        Route::Activity => activity(req, env),
-        Route::Products => product(req, env),
-        Route::Tick => tick(env),
+        Route::Activity => activity(req, env).await,
+        Route::Products => product(req, env).await,
+        Route::Tick => tick(env).await,
     };
     result.unwrap_or_else(|a| a)
 }
 
-fn activity<T: Transformer, S: Sink + Upserter, St: State>(
+async fn activity<T: Transformer, S: Sink + Upserter, St: State>(
     req: &PushRequest,
     env: &Env<'_, T, S, St>,
-) -> Result<Answer, Answer> {
-    let (msg, rows) = steps::decode_and_transform(req, env.transform, env.sink, env.now)?;
-    let Some(row) = rows.iter().find(|r| r.table == tables::STREAMING_EVENTS) else { return Ok(Answer::ok()) };
+) -> Result<Outcome, Outcome> {
+    let (msg, rows) = contract::decode_and_transform(req, env.transform, env.sink, env.now).await?;
+    let Some(row) = rows.iter().find(|r| r.table == tables::STREAMING_EVENTS) else { return Ok(Outcome::Done) };
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&row.json) else {
         let failure = Failure {
             reason: "bad-row".into(),
             message: "the transform's event row is not a JSON object".into(),
             stage: "analyze",
         };
-        return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
+        return Ok(contract::dead_letter(&msg, failure, env.sink, env.now).await);
     };
     let text = |v: Option<&Value>| {
         v.and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_number().map(|n| n.to_string())))
     };
     let event_type = text(fields.get("event_type")).unwrap_or_default();
     let product_id = text(fields.get("properties").and_then(|p| p.get("product_id")));
-    let (Some(user_id), Some(product_id)) = (text(fields.get("user_id")), product_id) else { return Ok(Answer::ok()) };
+    let (Some(user_id), Some(product_id)) = (text(fields.get("user_id")), product_id) else { return Ok(Outcome::Done) };
     if !COUNTED.contains(&event_type.as_str()) {
-        return Ok(Answer::ok());
+        return Ok(Outcome::Done);
     }
     let Some(time_ms) =
         text(fields.get("timestamp")).and_then(|t| DateTime::parse_from_rfc3339(&t).ok()).map(|t| t.timestamp_millis())
@@ -117,13 +104,11 @@ fn activity<T: Transformer, S: Sink + Upserter, St: State>(
             message: "the transform's event row has no RFC 3339 timestamp".into(),
             stage: "analyze",
         };
-        return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
+        return Ok(contract::dead_letter(&msg, failure, env.sink, env.now).await);
     };
     let mut category = text(fields.get("properties").and_then(|p| p.get("category")));
     if category.is_none() {
-        category = store::read::<Product>(env.state, &format!("product/{product_id}"))
-            .map_err(state_failed)?
-            .map(|p| p.category);
+        category = store::read::<Product>(env.state, &format!("product/{product_id}"))?.map(|p| p.category);
     }
     let act = Activity { id: digest(&msg.id), time_ms, product_id, category };
     let now = env.now_ms();
@@ -132,11 +117,10 @@ fn activity<T: Transformer, S: Sink + Upserter, St: State>(
         let added = u.add(act.clone(), now, env.settings);
         let due = u.due(now, env.settings);
         (if added { Change::Put(u) } else { Change::Keep }, due)
-    })
-    .map_err(state_failed)?;
+    })?;
     match due {
-        Ok(true) => recompute(&user_id, env),
-        Ok(false) => Ok(Answer::ok()),
+        Ok(true) => recompute(&user_id, env).await,
+        Ok(false) => Ok(Outcome::Done),
         Err(_) => {
             // Debounced: the timer picks the user up once the interval has passed.
             // The mark holds the activity it is for; a newer mark is a new version, which a tick
@@ -145,9 +129,8 @@ fn activity<T: Transformer, S: Sink + Upserter, St: State>(
             let id = act.id;
             store::update(env.state, &marker, ttl(env.settings), |m: Option<u64>| {
                 (if m == Some(id) { Change::Keep } else { Change::Put(id) }, ())
-            })
-            .map_err(state_failed)?;
-            Ok(Answer::ok())
+            })?;
+            Ok(Outcome::Done)
         }
     }
 }
@@ -162,20 +145,20 @@ fn ttl(settings: &Settings) -> Option<u64> {
 }
 
 /// Computes and upserts one user's recommendations, then records that they are written.
-fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) -> Result<Answer, Answer> {
+async fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
     let now = env.now_ms();
-    let Some(user) = store::read::<User>(env.state, &user_key(user_id)).map_err(state_failed)? else {
-        return Ok(Answer::ok());
+    let Some(user) = store::read::<User>(env.state, &user_key(user_id))? else {
+        return Ok(Outcome::Done);
     };
     let profile = user.profile(now, env.settings);
     if (profile.activity_score as usize) < env.settings.min_activities {
-        return Ok(Answer::ok());
+        return Ok(Outcome::Done);
     }
     let mut shelves: Vec<Shelf> = Vec::new();
     for category in &profile.interests {
-        shelves.extend(store::read::<Shelf>(env.state, &format!("category/{category}")).map_err(state_failed)?);
+        shelves.extend(store::read::<Shelf>(env.state, &format!("category/{category}"))?);
     }
-    shelves.extend(store::read::<Shelf>(env.state, "popular").map_err(state_failed)?);
+    shelves.extend(store::read::<Shelf>(env.state, "popular")?);
     let recs = recommend::recommend(shelves.iter().flat_map(|s| s.values()), &profile, env.settings);
     let json = json!({
         "user_id": user_id,
@@ -184,13 +167,12 @@ fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) 
         "updated_at": env.now.to_rfc3339_opts(SecondsFormat::Micros, true),
     });
     let row = Row { table: RECS_TABLE.into(), insert_id: user_id.to_owned(), json: json.to_string() };
-    match env.sink.upsert(vec![row]) {
+    match env.sink.upsert(vec![row]).await {
         Ok(refused) if refused.is_empty() => {}
+        // A refused row of the function's own making is a bug here, not in a message: no dead letter.
         Ok(refused) => {
-            return Err(Answer::failed(
-                500,
-                format!("recommendations refused: {}", Failure::refused(&refused).message),
-            ));
+            let reason = format!("recommendations refused: {}", Failure::refused(&refused).message);
+            return Err(Outcome::DeadLetterRefused(reason));
         }
         Err(e) => return Err(e.into()),
     }
@@ -202,39 +184,34 @@ fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) 
             (Change::Put(u), ())
         }
         _ => (Change::Keep, ()),
-    })
-    .map_err(state_failed)?;
-    Ok(Answer::ok())
+    })?;
+    Ok(Outcome::Done)
 }
 
-fn tick<T, S: Upserter, St: State>(env: &Env<'_, T, S, St>) -> Result<Answer, Answer> {
+async fn tick<T, S: Upserter, St: State>(env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
     let now = env.now_ms();
-    for marker in env.state.scan(DIRTY, SCAN_LIMIT).map_err(state_failed)? {
+    for marker in env.state.scan(DIRTY, SCAN_LIMIT)? {
         let user_id = &marker[DIRTY.len()..];
-        let Some(mark) = env.state.get(&marker).map_err(state_failed)? else { continue };
-        let user = store::read::<User>(env.state, &user_key(user_id)).map_err(state_failed)?;
+        let Some(mark) = env.state.get(&marker)? else { continue };
+        let user = store::read::<User>(env.state, &user_key(user_id))?;
         match user.as_ref().map_or(Ok(false), |u| u.due(now, env.settings)) {
             Err(_) => continue, // still inside the debounce interval
             Ok(true) => {
-                recompute(user_id, env)?;
+                recompute(user_id, env).await?;
             }
             Ok(false) => {}
         }
         // Dropped only if nobody marked the user again meanwhile (a new mark is a new version).
-        env.state.delete(&marker, mark.version).map_err(state_failed)?;
+        env.state.delete(&marker, mark.version)?;
     }
-    Ok(Answer::ok())
+    Ok(Outcome::Done)
 }
 
-fn product<T, S: Sink + Upserter, St: State>(req: &PushRequest, env: &Env<'_, T, S, St>) -> Result<Answer, Answer> {
-    let msg = match envelope::decode(req) {
-        Ok(m) => m,
-        Err(e) => {
-            let msg = Message { id: envelope::fallback_id(req), data: req.body.clone(), ..Message::default() };
-            let failure = Failure { reason: e.reason().to_owned(), message: e.to_string(), stage: "decode" };
-            return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
-        }
-    };
+async fn product<T, S: Sink + Upserter, St: State>(
+    req: &PushRequest,
+    env: &Env<'_, T, S, St>,
+) -> Result<Outcome, Outcome> {
+    let msg = contract::decode(req, env.sink, env.now).await?;
     let changed_ms = msg
         .publish_time
         .as_deref()
@@ -244,13 +221,13 @@ fn product<T, S: Sink + Upserter, St: State>(req: &PushRequest, env: &Env<'_, T,
         Ok(p) => p,
         Err(r) => {
             let failure = Failure { reason: r.reason, message: r.message, stage: "catalog" };
-            return Ok(steps::dead_letter(&msg, failure, env.sink, env.now));
+            return Ok(contract::dead_letter(&msg, failure, env.sink, env.now).await);
         }
     };
     let key = format!("product/{}", product.product_id);
-    let previous = store::read::<Product>(env.state, &key).map_err(state_failed)?;
+    let previous = store::read::<Product>(env.state, &key)?;
     if previous.as_ref().is_some_and(|p| p.changed_ms > product.changed_ms) {
-        return Ok(Answer::ok()); // an older change arriving late: the newer one stays
+        return Ok(Outcome::Done); // an older change arriving late: the newer one stays
     }
     // Shelves first, the product last: a crash in between is repaired by the redelivery, which still
     // sees the previous version and so still knows the shelf it must leave.
@@ -262,65 +239,32 @@ fn product<T, S: Sink + Upserter, St: State>(req: &PushRequest, env: &Env<'_, T,
     shelve(env, "popular", &product, popular)?;
     store::update(env.state, &key, None, |p: Option<Product>| {
         (if p.as_ref() == Some(&product) { Change::Keep } else { Change::Put(product.clone()) }, ())
-    })
-    .map_err(state_failed)?;
+    })?;
     let updated_at = DateTime::<Utc>::from_timestamp_millis(changed_ms).unwrap_or(env.now);
-    match env.sink.upsert(vec![product.row(&updated_at.to_rfc3339_opts(SecondsFormat::Micros, true))]) {
-        Ok(refused) if refused.is_empty() => Ok(Answer::ok()),
-        Ok(refused) => Ok(steps::dead_letter(&msg, Failure::refused(&refused), env.sink, env.now)),
-        Err(e) => Err(e.into()),
-    }
+    let row = product.row(&updated_at.to_rfc3339_opts(SecondsFormat::Micros, true));
+    Ok(contract::upsert_message_rows(&msg, vec![row], env.sink, env.now).await)
 }
 
-fn shelve<T, S, St: State>(env: &Env<'_, T, S, St>, key: &str, product: &Product, belongs: bool) -> Result<(), Answer> {
+fn shelve<T, S, St: State>(
+    env: &Env<'_, T, S, St>,
+    key: &str,
+    product: &Product,
+    belongs: bool,
+) -> Result<(), Outcome> {
     store::update(env.state, key, None, |s: Option<Shelf>| {
         let mut shelf = s.unwrap_or_default();
         let changed = catalog::place(&mut shelf, product, belongs);
         (if changed { Change::Put(shelf) } else { Change::Keep }, ())
     })
-    .map_err(state_failed)
+    .map_err(Outcome::from)
 }
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
-
+    use function_kit::testing::{Passthrough, Recorder, block_on};
     use state_update::memory::MemoryState;
-    use tributary_model::{Rejection, WriteError};
 
     use super::*;
-
-    /// Stands in for the transform component: the payload becomes the event row as is.
-    struct Passthrough;
-    impl Transformer for Passthrough {
-        fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection> {
-            let v: Value = serde_json::from_slice(&msg.data).map_err(|e| Rejection::new("not-json", e.to_string()))?;
-            Ok(vec![Row { table: tables::STREAMING_EVENTS.into(), insert_id: msg.id.clone(), json: v.to_string() }])
-        }
-    }
-
-    /// FAULT INJECTION sink double: records writes and upserts, fails while `down`.
-    #[derive(Default)]
-    struct Recorder {
-        upserts: RefCell<Vec<Row>>,
-        writes: RefCell<Vec<Row>>,
-        down: std::cell::Cell<bool>,
-    }
-    impl Sink for Recorder {
-        fn write(&self, rows: Vec<Row>) -> WriteOutcome {
-            self.writes.borrow_mut().extend(rows);
-            Ok(vec![])
-        }
-    }
-    impl Upserter for Recorder {
-        fn upsert(&self, rows: Vec<Row>) -> WriteOutcome {
-            if self.down.get() {
-                return Err(WriteError::Unavailable("FAULT INJECTION".into()));
-            }
-            self.upserts.borrow_mut().extend(rows);
-            Ok(vec![])
-        }
-    }
 
     fn push(id: &str, payload: Value) -> PushRequest {
         PushRequest {
@@ -330,6 +274,10 @@ mod tests {
             ],
             body: payload.to_string().into_bytes(),
         }
+    }
+
+    fn run<S: Sink + Upserter>(route: Route, req: &PushRequest, env: &Env<'_, Passthrough, S, MemoryState>) -> Outcome {
+        block_on(handle(route, req, env))
     }
 
     fn product(id: &str, category: &str, pop: f64, status: &str) -> Value {
@@ -368,19 +316,19 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            assert_eq!(handle(Route::Products, &push(&format!("p{i}"), p), &env).status, 204);
+            assert_eq!(run(Route::Products, &push(&format!("p{i}"), p), &env).status(), 204);
         }
-        assert_eq!(handle(Route::Activity, &push("e1", view("u", "b1", "books")), &env).status, 204);
-        assert_eq!(handle(Route::Activity, &push("e2", view("u", "b1", "books")), &env).status, 204);
+        assert_eq!(run(Route::Activity, &push("e1", view("u", "b1", "books")), &env).status(), 204);
+        assert_eq!(run(Route::Activity, &push("e2", view("u", "b1", "books")), &env).status(), 204);
         assert!(sink.upserts.borrow().iter().all(|r| r.table != RECS_TABLE), "two activities: none yet");
-        assert_eq!(handle(Route::Activity, &push("e2", view("u", "b1", "books")), &env).status, 204);
+        assert_eq!(run(Route::Activity, &push("e2", view("u", "b1", "books")), &env).status(), 204);
         assert!(sink.upserts.borrow().iter().all(|r| r.table != RECS_TABLE), "a redelivery is not an activity");
-        assert_eq!(handle(Route::Activity, &push("e3", view("u", "x", "books")), &env).status, 204);
+        assert_eq!(run(Route::Activity, &push("e3", view("u", "x", "books")), &env).status(), 204);
         // b1 and x were seen; b2 is in an interesting category; t1 is popular; t2 neither.
         assert_eq!(recs(&sink), vec!["b2", "t1"]);
-        assert_eq!(handle(Route::Products, &push("p9", product("b2", "books", 60.0, "inactive")), &env).status, 204);
-        assert_eq!(handle(Route::Products, &push("p10", product("t2", "toys", 99.0, "active")), &env).status, 204);
-        assert_eq!(handle(Route::Activity, &push("e4", view("u", "x", "books")), &env).status, 204);
+        assert_eq!(run(Route::Products, &push("p9", product("b2", "books", 60.0, "inactive")), &env).status(), 204);
+        assert_eq!(run(Route::Products, &push("p10", product("t2", "toys", 99.0, "active")), &env).status(), 204);
+        assert_eq!(run(Route::Activity, &push("e4", view("u", "x", "books")), &env).status(), 204);
         assert_eq!(recs(&sink), vec!["t2", "t1"]);
     }
 
@@ -390,19 +338,19 @@ mod tests {
         let settings = Settings::default();
         let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").expect("t").to_utc();
         let env = Env { transform: &Passthrough, sink: &sink, state: &state, settings: &settings, now: t0 };
-        handle(Route::Products, &push("p1", product("b2", "books", 60.0, "active")), &env);
+        run(Route::Products, &push("p1", product("b2", "books", 60.0, "active")), &env);
         for i in 0..3 {
-            handle(Route::Activity, &push(&format!("e{i}"), view("u", "b1", "books")), &env);
+            run(Route::Activity, &push(&format!("e{i}"), view("u", "b1", "books")), &env);
         }
         let first = sink.upserts.borrow().iter().filter(|r| r.table == RECS_TABLE).count();
         assert_eq!(first, 1);
         sink.down.set(true);
-        handle(Route::Activity, &push("e9", view("u", "b2", "books")), &env);
+        run(Route::Activity, &push("e9", view("u", "b2", "books")), &env);
         assert_eq!(state.scan(DIRTY, 10).expect("scan"), vec!["dirty/u"], "debounced: marked");
         let later = Env { now: t0 + chrono::Duration::seconds(31), ..env };
-        assert_eq!(handle(Route::Tick, &PushRequest::default(), &later).status, 503, "sink down: the tick fails");
+        assert_eq!(run(Route::Tick, &PushRequest::default(), &later).status(), 503, "sink down: the tick fails");
         sink.down.set(false);
-        assert_eq!(handle(Route::Tick, &PushRequest::default(), &later).status, 204);
+        assert_eq!(run(Route::Tick, &PushRequest::default(), &later).status(), 204);
         assert!(state.scan(DIRTY, 10).expect("scan").is_empty());
         assert_eq!(recs(&sink), Vec::<String>::new(), "b2 was seen now; nothing else to recommend");
     }

@@ -1,7 +1,7 @@
 //! The function's settings (`[functions.recommend-trigger]`; Spin variables under `spin up`).
 
-use push_envelope::settings::Setting;
-pub use push_envelope::settings::SettingError;
+use function_kit::settings::Setting;
+pub use function_kit::settings::SettingError;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {

@@ -160,7 +160,9 @@ pub fn digest(id: &str) -> u64 {
     u64::from_le_bytes(first)
 }
 
-#[cfg(any(test, feature = "memory"))]
+// Always compiled (no feature): a feature only tests turn on would make `cargo test` and `cargo run`
+// build different copies of every crate above this one.
+
 pub mod memory {
     //! TEST DOUBLE: an in-memory [`State`] with the host's semantics (store-wide versions), and a
     //! fault switch.

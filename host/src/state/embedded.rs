@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Entry, StateError, now_ms};
+use super::{Entry, StateError, StateStore, now_ms};
 
 /// key → (version, expires at in ms since the epoch or 0 for never, value).
 const ENTRIES: TableDefinition<&str, (u64, u64, &[u8])> = TableDefinition::new("entries");
@@ -44,8 +44,15 @@ impl Embedded {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(unavailable)?.map_err(unavailable)
     }
+}
 
-    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+#[async_trait::async_trait]
+impl StateStore for Embedded {
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
         let key = key.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read()?;
@@ -59,7 +66,7 @@ impl Embedded {
         .await
     }
 
-    pub async fn compare_and_swap(
+    async fn compare_and_swap(
         &self,
         key: &str,
         expected: u64,
@@ -90,7 +97,7 @@ impl Embedded {
         .await
     }
 
-    pub async fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError> {
+    async fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError> {
         let key = key.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_write()?;
@@ -110,7 +117,7 @@ impl Embedded {
         .await
     }
 
-    pub async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
+    async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
         let prefix = prefix.to_owned();
         self.blocking(move |db| {
             let txn = db.begin_read()?;

@@ -11,8 +11,7 @@ use std::time::Duration;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{Entry, StateError};
-use crate::config::StateConfig;
+use super::{Entry, StateConfig, StateError, StateStore};
 
 const CAS: &str = r"
 local cur = redis.call('HGET', KEYS[1], 'n')
@@ -67,8 +66,15 @@ impl RedisStore {
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
+}
 
-    pub async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
+#[async_trait::async_trait]
+impl StateStore for RedisStore {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Entry>, StateError> {
         let mut conn = self.conn.clone();
         let key = self.full(key);
         let (value, version): (Option<Vec<u8>>, Option<u64>) = self
@@ -80,7 +86,7 @@ impl RedisStore {
         })
     }
 
-    pub async fn compare_and_swap(
+    async fn compare_and_swap(
         &self,
         key: &str,
         expected: u64,
@@ -94,7 +100,7 @@ impl RedisStore {
         Ok((version > 0).then_some(version))
     }
 
-    pub async fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError> {
+    async fn delete(&self, key: &str, expected: u64) -> Result<bool, StateError> {
         let mut conn = self.conn.clone();
         let mut call = self.delete.prepare_invoke();
         call.key(self.full(key)).arg(expected.to_string());
@@ -102,7 +108,7 @@ impl RedisStore {
         Ok(deleted > 0)
     }
 
-    pub async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
+    async fn scan(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StateError> {
         let pattern = format!("{}*", glob_escape(&self.full(prefix)));
         let mut conn = self.conn.clone();
         let found: Vec<String> = self

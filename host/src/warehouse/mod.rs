@@ -5,7 +5,21 @@ pub mod bigquery;
 pub mod duckdb;
 pub mod schema;
 
+use serde::Deserialize;
 use tributary_model::{Row, RowError};
+
+/// Which warehouse the group commit writes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// The embedded DuckDB warehouse under `data_dir` (exact dedup on insert id).
+    #[default]
+    Embedded,
+    /// BigQuery legacy streaming, `tabledata.insertAll` (best-effort dedup on `insertId`).
+    BigqueryInsertall,
+    /// BigQuery Storage Write API over gRPC (`bigquery.write_stream` picks `_default` or exactly-once).
+    BigqueryWrite,
+}
 
 /// A write that did not happen at all. Transient from the caller's point of view: nothing of the batch
 /// is durable, every waiting push is answered 503 and Pub/Sub redelivers.

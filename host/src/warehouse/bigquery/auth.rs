@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Credentials;
+use super::config::Credentials;
 
 use super::error::BigQueryError;
 

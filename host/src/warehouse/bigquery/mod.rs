@@ -8,6 +8,7 @@
 //! deadline), [`error`].
 
 pub mod auth;
+pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod insert_all;
@@ -26,14 +27,15 @@ use self::retry::Deadline;
 use serde_json::Value;
 use tributary_model::{Row, RowError};
 
+pub use self::config::{BigQueryConfig, Credentials, NewFields, Partition, WriteStream};
 use self::error::BigQueryError;
 use self::rest::{Field, Rest};
 use self::rows::Prepared;
 use self::storage_write::StorageWrite;
 use super::schema;
 use super::{Warehouse, WarehouseError, WriteReport};
-use crate::config::{Backend, BigQueryConfig, NewFields};
 use crate::metrics::{ApiLabels, Metrics};
+use crate::warehouse::Backend;
 
 /// Request caps, named after the API limits they respect.
 #[derive(Debug, Clone, Copy)]

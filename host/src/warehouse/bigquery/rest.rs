@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::Auth;
+use super::config::{BigQueryConfig, Partition};
 use super::error::BigQueryError;
-use crate::config::{BigQueryConfig, Partition};
 use crate::warehouse::schema::{ColumnType, TableSchema};
 
 /// A column as BigQuery's REST API spells it (`TableFieldSchema`).

@@ -22,6 +22,7 @@ use prost_types::DescriptorProto;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::auth::Auth;
+use super::config::{BigQueryConfig, WriteStream};
 use super::encoder::RowEncoder;
 use super::error::BigQueryError;
 use super::ledger::{Journal, Ledger};
@@ -29,7 +30,6 @@ use super::rest::Field;
 use super::retry::{self, Deadline};
 use super::rows::Prepared;
 use super::{Caps, TableReport, Telemetry, invalid};
-use crate::config::{BigQueryConfig, WriteStream};
 
 /// A row ready to append: (index in the flush, insert id, serialized message).
 type Encoded = (usize, String, Vec<u8>);

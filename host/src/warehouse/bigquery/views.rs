@@ -4,9 +4,9 @@
 
 use std::fmt::Write as _;
 
+use super::config::Partition;
 use super::error::BigQueryError;
 use super::rest::{self, Rest};
-use crate::config::Partition;
 use crate::warehouse::schema;
 
 /// Views, in creation order: (name, SQL with placeholders).

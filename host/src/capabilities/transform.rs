@@ -2,15 +2,14 @@
 //! component (built-in or the user's) in a store of its own, with its own memory limit and CPU
 //! deadline. A trap there fails the calling push, nothing else.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{TransformComponent, TransformComponentPre, transform, types};
-use crate::config::GuestConfig;
-use crate::engine;
+use crate::engine::{self, GuestConfig};
 
 /// Per-call state of a transform store: no files, no network, no environment.
 struct TransformState {
@@ -101,17 +100,30 @@ impl TransformRunner {
     }
 }
 
-/// Links the `transform` import once, at start.
-pub fn add_to_linker(linker: &mut Linker<crate::push::PushState>) -> wasmtime::Result<()> {
-    use wasmtime::component::HasSelf;
-    transform::add_to_linker::<crate::push::PushState, HasSelf<crate::push::PushState>>(linker, |s| s)
+/// One instance's `transform`: the shared runner.
+#[derive(Clone)]
+pub struct TransformCtx(Arc<TransformRunner>);
+
+impl TransformCtx {
+    pub fn new(runner: Arc<TransformRunner>) -> Self {
+        Self(runner)
+    }
 }
 
-impl transform::Host for crate::push::PushState {
+/// Links the `transform` import into any store whose data holds a [`TransformCtx`] (`get` finds it).
+pub fn add_to_linker<T: Send + 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut TransformCtx,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::HasSelf;
+    transform::add_to_linker::<T, HasSelf<TransformCtx>>(linker, get)
+}
+
+impl transform::Host for TransformCtx {
     async fn transform(
         &mut self,
         msg: types::Message,
     ) -> wasmtime::Result<Result<Vec<types::Row>, transform::Rejection>> {
-        self.transform.call(&msg).await
+        self.0.call(&msg).await
     }
 }

@@ -46,7 +46,7 @@ pub async fn products(host: SocketAddr, file: &Path, concurrency: usize) -> anyh
                 ("x-goog-pubsub-message-id", id.as_str()),
                 ("x-goog-pubsub-publish-time", publish_time.as_str()),
             ];
-            let result = crate::client::post(host, "/push/products", &headers, line.to_owned()).await;
+            let result = tributary::client::post(host, "/push/products", &headers, line.to_owned()).await;
             (number, result)
         }
     }))

@@ -1,18 +1,18 @@
-//! The native baseline: the push handler's own logic (`pubsub_push::flow`) and the built-in transform
-//! (`transform::normalize`) compiled into the host, behind the same HTTP server and group commit. The
-//! benchmark runs it beside the wasm path to measure what the sandbox costs.
+//! The native baseline: the events function's own logic (`pubsub_push::flow`, the kit's contract) and
+//! the built-in transform (`transform::normalize`) compiled into the host, behind the same HTTP server
+//! and group commit. The benchmark runs it beside the wasm path to measure what the sandbox costs.
 
+use function_kit::contract::{Sink, Transformer};
+use function_kit::envelope::PushRequest;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use pubsub_push::envelope::PushRequest;
-use pubsub_push::flow::{self, Sink, Transformer};
 use tributary_model::{Message, Rejection, Row, WriteOutcome};
 
-use crate::server::{Body, text};
-use crate::sink::GroupCommit;
+use crate::group_commit::GroupCommit;
+use crate::listener::{Body, text};
 
-/// The native push route.
+/// The native events route.
 pub struct NativePush {
     pub sink: GroupCommit,
 }
@@ -26,7 +26,7 @@ impl Transformer for BuiltinTransform {
 }
 
 impl Sink for GroupCommit {
-    fn write(&self, rows: Vec<Row>) -> impl Future<Output = WriteOutcome> + Send {
+    fn write(&self, rows: Vec<Row>) -> impl Future<Output = WriteOutcome> {
         GroupCommit::write(self, rows)
     }
 }
@@ -43,8 +43,13 @@ impl NativePush {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
             .collect();
-        let outcome =
-            flow::handle(&PushRequest { headers, body }, &BuiltinTransform, &self.sink, chrono::Utc::now).await;
+        let outcome = pubsub_push::flow::handle(
+            &PushRequest { headers, body },
+            &BuiltinTransform,
+            &self.sink,
+            chrono::Utc::now(),
+        )
+        .await;
         text(StatusCode::from_u16(outcome.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), outcome.body())
     }
 }

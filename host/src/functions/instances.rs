@@ -1,5 +1,6 @@
-//! Serving a function's routes with its component (WASIp3 `wasi:http/handler`): the push handler
-//! (`/push/events`) and the anomaly-check function (`/push/anomaly`, `/push/sensors` and their ticks).
+//! A function's instances: its component (WASIp3 `wasi:http/handler`) linked once with WASI and the
+//! capabilities the registry grants it, pre-instantiated once, and served through `wasmtime-wasi-http`'s
+//! `ProxyHandler` (the machinery of `wasmtime serve`).
 //!
 //! Instances come from one `instantiate_pre` made at start and are reused for up to
 //! `guest.instance_reuse` pushes, one push at a time: the `sink.write` import blocks its instance
@@ -8,7 +9,6 @@
 //! wall-clock expiry; a trap or timeout fails that push with 500 and retires that instance only.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -20,50 +20,46 @@ use wasmtime_wasi_http::handler::{
 };
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use crate::config::GuestConfig;
-use crate::engine;
-use crate::settings::Settings;
-use crate::sink::GroupCommit;
-use crate::state::Scoped;
-use crate::transform::TransformRunner;
+use super::Function;
+use crate::capabilities::settings::{self, SettingsCtx};
+use crate::capabilities::sink::{self, SinkCtx};
+use crate::capabilities::state::{self, StateCtx};
+use crate::capabilities::transform::{self, TransformCtx};
+use crate::engine::{self, GuestConfig};
 
-/// The data of one push-handler store: WASI, wasi:http, limits, and the capabilities.
-pub struct PushState {
+/// The data of one function instance's store: WASI, wasi:http, limits, and its capabilities.
+pub struct InstanceState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
     hooks: NoOutbound,
     table: ResourceTable,
     limits: StoreLimits,
-    pub(crate) sink: GroupCommit,
-    pub(crate) transform: Arc<TransformRunner>,
-    pub(crate) state: Scoped,
-    pub(crate) settings: Arc<Settings>,
+    imports: Imports,
 }
 
-/// What the host provides to one function's instances.
+/// The capability contexts one function's instances get. `state` and `settings` are linked only for
+/// functions the registry declares stateful or configurable: the others cannot import them at all.
 #[derive(Clone)]
-pub struct Capabilities {
-    pub transform: Arc<TransformRunner>,
-    pub sink: GroupCommit,
-    /// The function's own view of the state store.
-    pub state: Scoped,
-    /// The function's `wasi:config/store` settings.
-    pub settings: Arc<Settings>,
+pub struct Imports {
+    pub transform: TransformCtx,
+    pub sink: SinkCtx,
+    pub state: StateCtx,
+    pub settings: SettingsCtx,
 }
 
-impl WasiView for PushState {
+impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
-impl WasiHttpView for PushState {
+impl WasiHttpView for InstanceState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
         WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.hooks }
     }
 }
 
-/// Push handlers write only through `sink`: outbound HTTP is refused.
+/// Functions write only through `sink`: outbound HTTP is refused.
 struct NoOutbound;
 
 impl WasiHttpHooks for NoOutbound {
@@ -87,38 +83,47 @@ impl WasiHttpHooks for NoOutbound {
     }
 }
 
-/// Everything a push route needs to make instances.
-pub struct PushRoute {
+/// Everything needed to make one function's instances.
+pub struct FunctionInstances {
     engine: Engine,
-    pre: ProxyPre<PushState>,
-    caps: Capabilities,
+    pre: ProxyPre<InstanceState>,
+    imports: Imports,
     guest: GuestConfig,
 }
 
-impl PushRoute {
-    /// Links and pre-instantiates the push handler once, at start.
+/// The handler serving one function's requests.
+pub type Handler = ProxyHandler<FunctionInstances>;
+
+impl FunctionInstances {
+    /// Links `function`'s compiled component with WASI and its capabilities, and pre-instantiates it
+    /// once, at start. A function that imports a capability the registry does not grant it fails here.
     pub fn new(
         engine: &Engine,
+        function: &Function,
         component: &Component,
-        caps: Capabilities,
+        imports: Imports,
         guest: &GuestConfig,
-    ) -> wasmtime::Result<ProxyHandler<Self>> {
-        let mut linker = Linker::<PushState>::new(engine);
+    ) -> wasmtime::Result<Handler> {
+        let mut linker = Linker::<InstanceState>::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
-        crate::sink::add_to_linker(&mut linker)?;
-        crate::transform::add_to_linker(&mut linker)?;
-        crate::state::add_to_linker(&mut linker)?;
-        crate::settings::add_to_linker(&mut linker)?;
+        sink::add_to_linker(&mut linker, |s| &mut s.imports.sink)?;
+        transform::add_to_linker(&mut linker, |s| &mut s.imports.transform)?;
+        if function.settings {
+            settings::add_to_linker(&mut linker, |s| &mut s.imports.settings)?;
+        }
+        if function.stateful {
+            state::add_to_linker(&mut linker, |s| &mut s.imports.state)?;
+        }
         let pre = linker.instantiate_pre(component)?;
         let pre = ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?);
-        Ok(ProxyHandler::new(Self { engine: engine.clone(), pre, caps, guest: guest.clone() }))
+        Ok(ProxyHandler::new(Self { engine: engine.clone(), pre, imports, guest: guest.clone() }))
     }
 
-    fn new_store(&self) -> Store<PushState> {
-        let state = PushState {
+    fn new_store(&self) -> Store<InstanceState> {
+        let state = InstanceState {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             hooks: NoOutbound,
@@ -128,10 +133,7 @@ impl PushRoute {
                 .instances(16)
                 .trap_on_grow_failure(true)
                 .build(),
-            sink: self.caps.sink.clone(),
-            transform: Arc::clone(&self.caps.transform),
-            state: self.caps.state.clone(),
-            settings: Arc::clone(&self.caps.settings),
+            imports: self.imports.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -141,12 +143,12 @@ impl PushRoute {
     }
 }
 
-impl HandlerState for PushRoute {
-    type StoreData = PushState;
+impl HandlerState for FunctionInstances {
+    type StoreData = InstanceState;
     type WorkerExpiration = Expiration;
     type WorkerState = Worker;
 
-    async fn instantiate(&self) -> wasmtime::Result<Instance<PushState, Expiration, Worker>> {
+    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
         let mut store = self.new_store();
         let proxy = self.pre.instantiate_async(&mut store).await?;
         Ok(Instance {
@@ -194,7 +196,7 @@ pub struct Worker {
 }
 
 impl WorkerState for Worker {
-    type StoreData = PushState;
+    type StoreData = InstanceState;
     type RequestData = ();
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
@@ -209,7 +211,7 @@ impl WorkerState for Worker {
 
     fn on_request_start(
         &self,
-        mut store: StoreContextMut<'_, PushState>,
+        mut store: StoreContextMut<'_, InstanceState>,
         _data: (),
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
@@ -217,14 +219,14 @@ impl WorkerState for Worker {
         Box::pin(tokio::time::sleep(self.request_timeout))
     }
 
-    fn drop(&self, _store: Store<PushState>, result: wasmtime::Result<()>) {
+    fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
         match result {
             Ok(()) => {}
             // The handler's name for a worker dropped before it finished: the runtime is shutting down.
             Err(error) if error.to_string() == "worker panicked" => {
-                tracing::debug!("push-handler instance dropped at shutdown");
+                tracing::debug!("function instance dropped at shutdown");
             }
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "push-handler instance retired after a failure"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "function instance retired after a failure"),
         }
     }
 }

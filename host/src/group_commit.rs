@@ -9,15 +9,71 @@
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
-use tributary_model::{Row, RowError, WriteError, WriteOutcome};
+use tributary_model::{self as model, Row, RowError, WriteError, WriteOutcome};
 
-use crate::config::SinkConfig;
 use crate::metrics::{Metrics, ResultLabels, TableLabels};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Warehouse, schema};
+
+/// Group commit: rows of concurrent pushes share one warehouse transaction.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// `embedded`, `bigquery-insertall` or `bigquery-write`.
+    pub backend: crate::warehouse::Backend,
+    /// Flush once this many rows are waiting.
+    pub max_rows: usize,
+    /// Flush once the waiting rows' JSON reaches this many bytes.
+    pub max_bytes: usize,
+    /// After the first row of a flush arrives, wait at most this long for more, in ms. 0 flushes
+    /// whatever is queued as soon as the previous flush is done (natural batching).
+    pub linger_ms: u64,
+    /// Rows waiting for a flush, at most. Beyond it pushes are answered 429 so Pub/Sub slows down.
+    pub max_queued_rows: usize,
+    /// A write not committed within this many ms is answered 503 (and retried by Pub/Sub).
+    pub write_timeout_ms: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            backend: crate::warehouse::Backend::Embedded,
+            max_rows: 1_000,
+            max_bytes: 8 << 20,
+            linger_ms: 2,
+            max_queued_rows: 50_000,
+            write_timeout_ms: 8_000,
+        }
+    }
+}
+
+impl SinkConfig {
+    /// Checks the caps against each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_rows == 0 || self.max_bytes == 0 {
+            return Err("sink.max_rows and sink.max_bytes must be at least 1".into());
+        }
+        if self.max_queued_rows < self.max_rows {
+            return Err(format!(
+                "sink.max_queued_rows ({}) must be at least sink.max_rows ({})",
+                self.max_queued_rows, self.max_rows
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms)
+    }
+
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
 
 /// One write waiting for its flush.
 struct Pending {
@@ -211,6 +267,66 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
     }
 }
 
+/// Whether a row is a write or an upsert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Append,
+    Upsert,
+}
+
+/// Why `row` cannot be written with `mode`, if it cannot. Unknown tables pass: the warehouse names them.
+pub fn mode_refusal(row: &model::Row, mode: Mode) -> Option<String> {
+    let table = schema::find(&row.table)?;
+    match (mode, table.keyed) {
+        (Mode::Append, Some(_)) => Some(format!("table {} is keyed: write it with upsert", row.table)),
+        (Mode::Upsert, None) => Some(format!("table {} is append-only: write it with write, not upsert", row.table)),
+        (Mode::Upsert, Some(keyed)) => {
+            let key =
+                serde_json::from_str::<serde_json::Value>(&row.json).ok().and_then(|v| match v.get(keyed.key)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                });
+            (key.as_deref() != Some(row.insert_id.as_str())).then(|| {
+                format!(
+                    "an upsert's insert id must be its key: {} is '{}', the insert id '{}'",
+                    keyed.key,
+                    key.unwrap_or_default(),
+                    row.insert_id
+                )
+            })
+        }
+        (Mode::Append, None) => None,
+    }
+}
+
+impl GroupCommit {
+    /// Writes `rows` with `mode`: refuses the misdirected ones, group-commits the others, and reports
+    /// every refusal by its index in `rows`.
+    pub async fn write_mode(&self, rows: Vec<model::Row>, mode: Mode) -> model::WriteOutcome {
+        let mut refused = Vec::new();
+        let mut kept = Vec::with_capacity(rows.len());
+        let mut positions = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            match mode_refusal(&row, mode) {
+                Some(message) => {
+                    refused.push(model::RowError { index, reason: "invalid".into(), location: None, message })
+                }
+                None => {
+                    positions.push(index);
+                    kept.push(row);
+                }
+            }
+        }
+        for mut e in self.write(kept).await? {
+            e.index = positions.get(e.index as usize).copied().unwrap_or(e.index);
+            refused.push(e);
+        }
+        refused.sort_by_key(|e| e.index);
+        Ok(refused)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -327,5 +443,21 @@ mod tests {
         sink.close();
         assert!(matches!(sink.write(vec![row("e")]).await, Err(WriteError::Unavailable(_))));
         thread.join();
+    }
+
+    fn keyed_row(table: &str, insert_id: &str, json: &str) -> model::Row {
+        model::Row { table: table.into(), insert_id: insert_id.into(), json: json.into() }
+    }
+
+    #[test]
+    fn each_call_takes_its_own_kind_of_table() {
+        let recs = keyed_row("realtime_user_recs", "u1", r#"{"user_id":"u1"}"#);
+        assert_eq!(mode_refusal(&recs, Mode::Upsert), None);
+        assert!(mode_refusal(&recs, Mode::Append).expect("refused").contains("keyed"));
+        let event = keyed_row("streaming_events", "m1", "{}");
+        assert!(mode_refusal(&event, Mode::Upsert).expect("refused").contains("append-only"));
+        assert_eq!(mode_refusal(&event, Mode::Append), None);
+        let wrong_key = keyed_row("realtime_user_recs", "u2", r#"{"user_id":"u1"}"#);
+        assert!(mode_refusal(&wrong_key, Mode::Upsert).expect("refused").contains("must be its key"));
     }
 }

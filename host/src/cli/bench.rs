@@ -14,8 +14,13 @@ use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use tributary_model::Row;
 
-use crate::config::{Backend, BigQueryConfig, Config, Credentials, SinkConfig, WriteStream};
-use crate::{Mode, RunningHost, client};
+use tributary::config::Config;
+use tributary::group_commit::SinkConfig;
+use tributary::state::{StateBackend, StateConfig};
+use tributary::timer::TimersConfig;
+use tributary::warehouse::Backend;
+use tributary::warehouse::bigquery::{BigQueryConfig, Credentials, WriteStream};
+use tributary::{Mode, RunningHost, client};
 
 /// Options of `tributary bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,11 +87,7 @@ fn anomaly_envelope(id: u64, base_ms: i64) -> String {
 
 /// Drives `/push/anomaly` on a wasm host with the given state backend; checks that every counted
 /// event is in the closed minutes afterwards.
-async fn state_pass(
-    options: &BenchOptions,
-    backend: &'static str,
-    state: crate::config::StateConfig,
-) -> anyhow::Result<StatePass> {
+async fn state_pass(options: &BenchOptions, backend: &'static str, state: StateConfig) -> anyhow::Result<StatePass> {
     let dir = std::env::temp_dir().join(format!("tributary-bench-state-{}-{backend}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut functions = std::collections::BTreeMap::new();
@@ -100,10 +101,10 @@ async fn state_pass(
         data_dir: dir.clone(),
         state,
         functions,
-        timers: crate::config::TimersConfig { tick_ms: 0 },
+        timers: TimersConfig { tick_ms: 0 },
         ..Config::default()
     };
-    let host = crate::start(&config, Mode::Wasm).await?;
+    let host = tributary::start(&config, Mode::Wasm).await?;
     let base_ms = chrono::Utc::now().timestamp_millis() - 10 * 60_000;
     let run = |pushes, concurrency| {
         drive_route(&host, "/push/anomaly", pushes, concurrency, move |id| anomaly_envelope(id, base_ms))
@@ -165,8 +166,8 @@ async fn sink_pass(
     stream: WriteStream,
     name: &'static str,
 ) -> anyhow::Result<SinkPass> {
-    use crate::sink::GroupCommit;
-    use crate::warehouse::bigquery::{BigQuery, auth::Auth, rest::Rest};
+    use tributary::group_commit::GroupCommit;
+    use tributary::warehouse::bigquery::{BigQuery, auth::Auth, rest::Rest};
     let api = options.bigquery_api_endpoint.clone().context("no endpoint")?;
     let dir = std::env::temp_dir().join(format!("tributary-bench-bq-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -184,7 +185,7 @@ async fn sink_pass(
     };
     let sink_config =
         SinkConfig { backend, max_queued_rows: 100_000, write_timeout_ms: 60_000, ..SinkConfig::default() };
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = tributary::metrics::Metrics::new();
     let warehouse = {
         let (bq, dir, m) = (bq.clone(), dir.clone(), std::sync::Arc::clone(&metrics));
         tokio::task::spawn_blocking(move || BigQuery::connect(&bq, backend, &dir, m)).await??
@@ -394,7 +395,7 @@ async fn round(mode: Mode, options: &BenchOptions) -> anyhow::Result<ModeReport>
         data_dir: dir.clone(),
         ..Config::default()
     };
-    let host = crate::start(&config, mode).await?;
+    let host = tributary::start(&config, mode).await?;
     drive(&host, 200, 8).await.context("warm-up")?;
     let latency_c1 = drive(&host, options.latency_pushes, 1).await?;
     let before = flushes(&host);
@@ -458,14 +459,14 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
     let mut state = Vec::new();
     if options.state_pushes > 0 {
         tracing::info!("stateful route, embedded state");
-        state.push(state_pass(options, "embedded (redb)", crate::config::StateConfig::default()).await?);
+        state.push(state_pass(options, "embedded (redb)", StateConfig::default()).await?);
         if let Some(url) = &options.redis_url {
             tracing::info!("stateful route, Redis state");
-            let redis = crate::config::StateConfig {
-                backend: crate::config::StateBackend::Redis,
+            let redis = StateConfig {
+                backend: StateBackend::Redis,
                 redis_url: url.clone(),
                 key_prefix: format!("tributary-bench-{}:", std::process::id()),
-                ..crate::config::StateConfig::default()
+                ..StateConfig::default()
             };
             state.push(state_pass(options, "redis", redis).await?);
         }

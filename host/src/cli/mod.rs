@@ -1,0 +1,6 @@
+//! The commands beside `tributary up`: the benchmark, bulk loads, SQL. They use the host library like
+//! any other client; none of them is part of it.
+
+pub mod bench;
+pub mod load;
+pub mod sql;

@@ -1,0 +1,205 @@
+//! Starting a host, one readable step at a time: open the warehouse (and the group commit in front of
+//! it), open the state store, compile and link every function of the registry with its capabilities,
+//! bind the listeners, start the timer. [`RunningHost::shutdown`] undoes it in order.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use wasmtime::component::Component;
+
+use crate::admin::Admin;
+use crate::capabilities::settings::SettingsCtx;
+use crate::capabilities::sink::SinkCtx;
+use crate::capabilities::state::StateCtx;
+use crate::capabilities::transform::{TransformCtx, TransformRunner};
+use crate::config::Config;
+use crate::engine::{self, EpochTicker};
+use crate::functions::instances::{FunctionInstances, Imports};
+use crate::functions::native::NativePush;
+use crate::functions::{self, Kind};
+use crate::group_commit::{FlusherThread, GroupCommit};
+use crate::metrics::Metrics;
+use crate::server::{App, Handler};
+use crate::state::StateStore;
+use crate::warehouse::bigquery::BigQuery;
+use crate::warehouse::duckdb::DuckDb;
+use crate::warehouse::{Backend, FaultSwitch, Warehouse};
+use crate::{components, listener, push_auth, state, timer};
+
+/// Which implementation serves the function routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The wasm components (the product).
+    Wasm,
+    /// The events function compiled into the host, nothing else (the benchmark's baseline).
+    Native,
+}
+
+/// A host that is serving.
+pub struct RunningHost {
+    /// Where the function routes listen.
+    pub addr: SocketAddr,
+    /// Where the admin routes listen.
+    pub admin_addr: SocketAddr,
+    /// The host's metrics (also served on `GET /metrics`).
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+    sink: GroupCommit,
+    flusher: FlusherThread,
+    _ticker: Option<EpochTicker>,
+}
+
+/// wasmtime has its own error type; it converts through `Box<dyn Error>`.
+fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+    anyhow::Error::from_boxed(e.into_boxed_dyn_error())
+}
+
+/// Starts a host: opens the warehouse and the state store, compiles the functions, binds both listeners.
+pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
+    config.validate()?;
+    // Every backend keeps something under the data directory (the warehouse, the state store, the
+    // exactly-once ledger): a fresh directory is created, whichever backend is configured.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let metrics = Metrics::new();
+    let (warehouse, reader, fault) = open_warehouse(config, &metrics).await?;
+    let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
+    let store = state::open(&config.state, &config.data_dir).await.context("opening the state store")?;
+
+    let (handlers, ticker) = match mode {
+        Mode::Native => {
+            let native = |f: &functions::Function| {
+                (f.name == "pubsub-push").then(|| Handler::Native(NativePush { sink: sink.clone() }))
+            };
+            (functions::all().iter().map(native).collect(), None)
+        }
+        Mode::Wasm => {
+            let engine = engine::build(&config.guest, u32::try_from(functions::all().len()).unwrap_or(u32::MAX))
+                .map_err(wasm_error)?;
+            let handlers = link_functions(config, &engine, &sink, &store, &metrics).await?;
+            (handlers.into_iter().map(|h| Some(Handler::Wasm(h))).collect(), Some(EpochTicker::start(engine)))
+        }
+    };
+
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding admin {}", config.admin_listen))?;
+    let addr = listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let drain = config.guest.request_timeout() + Duration::from_secs(1);
+    let app = Arc::new(App {
+        push_auth: push_auth::PushAuth::new(&config.push_auth, Arc::clone(&metrics))?,
+        handlers,
+        metrics: Arc::clone(&metrics),
+        in_flight: tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX)),
+        sink: sink.clone(),
+        embedded: config.sink.backend == Backend::Embedded,
+    });
+    let mut servers = vec![
+        tokio::spawn(listener::serve(listener, app, stopped.clone(), drain)),
+        tokio::spawn(listener::serve(admin_listener, Arc::new(Admin { reader, fault }), stopped.clone(), drain)),
+    ];
+    if mode == Mode::Wasm && config.timers.tick_ms > 0 && functions::routes(Kind::Tick).next().is_some() {
+        servers.push(tokio::spawn(timer::run(addr, Duration::from_millis(config.timers.tick_ms), stopped)));
+    }
+    Ok(RunningHost { addr, admin_addr, metrics, stop, servers, sink, flusher, _ticker: ticker })
+}
+
+/// The embedded reader for `/query`, when the warehouse is the embedded one.
+type Reader = Option<Mutex<duckdb::Connection>>;
+/// The fault-injection switch, when `testing.fault_injection` is on.
+type Fault = Option<Arc<std::sync::atomic::AtomicBool>>;
+
+/// Opens the configured warehouse (behind the fault switch when testing asks for one).
+async fn open_warehouse(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<(Box<dyn Warehouse>, Reader, Fault)> {
+    let (warehouse, reader): (Box<dyn Warehouse>, _) = match config.sink.backend {
+        Backend::Embedded => {
+            let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
+            let reader = db.reader()?;
+            (Box::new(db), Some(Mutex::new(reader)))
+        }
+        backend => {
+            let (bq, dir, m) = (config.bigquery.clone(), config.data_dir.clone(), Arc::clone(metrics));
+            let warehouse = tokio::task::spawn_blocking(move || BigQuery::connect(&bq, backend, &dir, m))
+                .await?
+                .with_context(|| format!("connecting to BigQuery ({backend:?})"))?;
+            tracing::info!(backend = ?backend, project = %config.bigquery.project, dataset = %config.bigquery.dataset, "sink writes to BigQuery");
+            (Box::new(warehouse), None)
+        }
+    };
+    if !config.testing.fault_injection {
+        return Ok((warehouse, reader, None));
+    }
+    let (switch, flag) = FaultSwitch::new(warehouse);
+    tracing::warn!("testing.fault_injection is on: PUT /faults/sink on the admin listener fails warehouse writes");
+    Ok((Box::new(switch), reader, Some(flag)))
+}
+
+/// Compiles every function of the registry and the transform they call (in parallel, off the async
+/// threads), and links each with the capabilities the registry grants it.
+async fn link_functions(
+    config: &Config,
+    engine: &wasmtime::Engine,
+    sink: &GroupCommit,
+    store: &Arc<dyn StateStore>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<crate::functions::instances::Handler>> {
+    let transform_bytes = match &config.components.transform {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?,
+        None => components::TRANSFORM.to_vec(),
+    };
+    let compiled = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let transform = Component::new(&engine, &transform_bytes);
+            let functions: Vec<_> = functions::all().iter().map(|f| Component::new(&engine, f.component)).collect();
+            (transform, functions)
+        })
+        .await?
+    };
+    let transform = compiled.0.map_err(wasm_error).context("compiling the transform component")?;
+    let runner = Arc::new(
+        TransformRunner::new(engine, &transform, &config.guest)
+            .map_err(wasm_error)
+            .context("linking the transform component")?,
+    );
+    let mut handlers = Vec::new();
+    for (function, component) in functions::all().iter().zip(compiled.1) {
+        let component = component.map_err(wasm_error).with_context(|| format!("compiling {}", function.name))?;
+        let imports = Imports {
+            transform: TransformCtx::new(Arc::clone(&runner)),
+            sink: SinkCtx::new(sink.clone()),
+            state: StateCtx::new(Arc::clone(store), function.name, &config.state, Arc::clone(metrics)),
+            settings: SettingsCtx::new(config.function_settings(function.name)),
+        };
+        let handler = FunctionInstances::new(engine, function, &component, imports, &config.guest)
+            .map_err(wasm_error)
+            .with_context(|| format!("linking {}", function.name))?;
+        handlers.push(handler);
+    }
+    Ok(handlers)
+}
+
+impl RunningHost {
+    /// Graceful shutdown: stop accepting, let open requests finish, flush and commit what is queued.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for server in self.servers {
+            let _ = server.await;
+        }
+        self.sink.close();
+        let flusher = self.flusher;
+        let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+    }
+}
