@@ -4,13 +4,14 @@
 //! Layers, each importing only those below it (the binary's `main.rs` and `cli/` sit on top):
 //!
 //! - [`start`]: one host, step by step (warehouse, state, functions, listeners, timer);
-//! - [`server`] (function routes, insertAll), [`admin`] (loopback admin routes), [`timer`], over
-//!   [`listener`] (HTTP/1 serving), [`push_auth`], [`insert_api`];
+//! - [`config`]: loads `tributary.toml` (each section's struct and checks live with its owner below);
+//! - [`server`] (function routes, insertAll), [`admin`] (loopback admin routes), [`timer`],
+//!   [`push_auth`], [`insert_api`];
 //! - [`functions`]: the registry of every function, its [`instances`](functions::instances) and the
 //!   benchmark's [`native`](functions::native) baseline;
 //! - [`capabilities`]: `sink`, `state`, `transform`, `settings`, each standing alone;
 //! - [`group_commit`], [`state`] backends, [`warehouse`] backends;
-//! - shared at the bottom: [`config`] (loading; sections live with their owners), [`engine`],
+//! - shared at the bottom: [`engine`] (and `[guest]`), [`listener`] (HTTP/1 serving, the body type),
 //!   [`metrics`], [`bindings`], [`components`], [`client`].
 
 pub mod admin;

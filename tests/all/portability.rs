@@ -72,6 +72,17 @@ fn every_import_is_provided_by_the_host_and_by_spin_with_the_adapters() {
     assert_eq!(missing_spin, expected_gap, "imports Spin plus the adapters do not provide");
 }
 
+#[test]
+fn the_registry_declares_exactly_the_capabilities_each_component_imports() {
+    let engine = tributary::engine::build(&tributary::engine::GuestConfig::default(), 1).expect("engine");
+    for function in functions::all() {
+        let list = imports(&engine, function.component);
+        let has = |prefix: &str| list.iter().any(|i| i.starts_with(prefix));
+        assert_eq!(has("tributary:pipeline/state@"), function.stateful, "{}: stateful", function.name);
+        assert_eq!(has("wasi:config/store@"), function.settings, "{}: settings", function.name);
+    }
+}
+
 /// A Spin route covers `path`: the same path, or a `prefix/...` wildcard over it.
 fn covers(spin_route: &str, path: &str) -> bool {
     match spin_route.strip_suffix("/...") {
