@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Host, PubSub, temp_dir, wait_for};
+use crate::support::{Host, PubSub, temp_dir, wait_eq, wait_for};
 
 const MINUTE: i64 = 60_000;
 
@@ -121,9 +121,8 @@ async fn assert_recs(host: &Host, users: &[String], acts: &[(Act, i64)], catalog
     // Wait until every user's row reflects all of their activity (the debounce may hold one back).
     let want: Vec<Value> =
         expected.iter().map(|(u, e)| json!({"user_id": u, "activity_score": e["activity_score"]})).collect();
-    wait_for("every user's recommendations", Duration::from_secs(60), || async {
-        let got = host.sql("SELECT user_id, activity_score FROM realtime_user_recs ORDER BY user_id").await;
-        (got == want).then_some(())
+    wait_eq("every user's recommendations", Duration::from_secs(60), &want, || {
+        host.sql("SELECT user_id, activity_score FROM realtime_user_recs ORDER BY user_id")
     })
     .await;
     for (user, e) in &expected {

@@ -29,6 +29,11 @@ pub struct User {
     /// `seq` when recommendations were last written, and when (processing time, ms).
     pub written_seq: u64,
     pub written_ms: Option<i64>,
+    /// The `updated_at` (µs) of the last recommendations computed: each computation takes a later
+    /// one together with the activity it reads, so the row computed from newer activity always wins
+    /// the warehouse's upsert, whatever the two requests' clocks said.
+    #[serde(default)]
+    pub stamped_us: i64,
 }
 
 /// What the user's activity says at `now_ms`.
@@ -68,6 +73,12 @@ impl User {
             interests: live.iter().filter_map(|a| a.category.clone()).collect(),
             activity_score: live.len() as u64,
         }
+    }
+
+    /// Takes the `updated_at` for recommendations computed now: `now_us`, or just after the last one.
+    pub fn stamp(&mut self, now_us: i64) -> i64 {
+        self.stamped_us = now_us.max(self.stamped_us + 1);
+        self.stamped_us
     }
 
     /// New activity since the last write.
@@ -115,6 +126,7 @@ mod tests {
         u.written_ms = Some(now);
         assert_eq!(u.due(now + 1, &s), Ok(false), "nothing new");
         assert!(u.add(act(5, now, "p5", "c"), now, &s));
+        assert_eq!((u.stamp(7_000), u.stamp(5_000), u.stamp(9_000)), (7_000, 7_001, 9_000), "stamps only grow");
         assert_eq!(u.due(now + 1, &s), Err(now + s.debounce_ms), "debounced");
         // Two hours later the old activities stop counting.
         assert_eq!(u.profile(now + s.window_ms, &s).activity_score, 1);

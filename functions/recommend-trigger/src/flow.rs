@@ -147,13 +147,18 @@ fn ttl(settings: &Settings) -> Option<u64> {
 /// Computes and upserts one user's recommendations, then records that they are written.
 async fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S, St>) -> Result<Outcome, Outcome> {
     let now = env.now_ms();
-    let Some(user) = store::read::<User>(env.state, &user_key(user_id))? else {
-        return Ok(Outcome::Done);
-    };
+    // The activity read and the row's `updated_at` are taken in one state update, so a computation
+    // that read newer activity also carries a later `updated_at` (two requests' clocks do not order them).
+    let taken = store::update(env.state, &user_key(user_id), ttl(env.settings), |u: Option<User>| match u {
+        Some(mut u) if (u.profile(now, env.settings).activity_score as usize) >= env.settings.min_activities => {
+            let stamp = u.stamp(env.now.timestamp_micros());
+            (Change::Put(u.clone()), Some((u, stamp)))
+        }
+        _ => (Change::Keep, None),
+    })?;
+    let Some((user, stamp)) = taken else { return Ok(Outcome::Done) };
     let profile = user.profile(now, env.settings);
-    if (profile.activity_score as usize) < env.settings.min_activities {
-        return Ok(Outcome::Done);
-    }
+    let updated_at = DateTime::<Utc>::from_timestamp_micros(stamp).unwrap_or(env.now);
     let mut shelves: Vec<Shelf> = Vec::new();
     for category in &profile.interests {
         shelves.extend(store::read::<Shelf>(env.state, &format!("category/{category}"))?);
@@ -164,7 +169,7 @@ async fn recompute<T, S: Upserter, St: State>(user_id: &str, env: &Env<'_, T, S,
         "user_id": user_id,
         "recommendations": recs,
         "activity_score": profile.activity_score,
-        "updated_at": env.now.to_rfc3339_opts(SecondsFormat::Micros, true),
+        "updated_at": updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
     });
     let row = Row { table: RECS_TABLE.into(), insert_id: user_id.to_owned(), json: json.to_string() };
     match env.sink.upsert(vec![row]).await {
@@ -330,6 +335,43 @@ mod tests {
         assert_eq!(run(Route::Products, &push("p10", product("t2", "toys", 99.0, "active")), &env).status(), 204);
         assert_eq!(run(Route::Activity, &push("e4", view("u", "x", "books")), &env).status(), 204);
         assert_eq!(recs(&sink), vec!["t2", "t1"]);
+    }
+
+    #[test]
+    fn recommendations_from_newer_activity_carry_a_later_updated_at_whatever_the_clocks_say() {
+        let (sink, state) = (Recorder::default(), MemoryState::default());
+        let settings = Settings { debounce_ms: 0, ..Settings::default() };
+        let t0 = DateTime::parse_from_rfc3339("2026-01-01T10:00:00Z").expect("t").to_utc();
+        // The request that reads the newer activity has the earlier clock (another host, or a slow one).
+        let late = Env { transform: &Passthrough, sink: &sink, state: &state, settings: &settings, now: t0 };
+        let early = Env { now: t0 - chrono::Duration::seconds(5), ..late };
+        for i in 0..3 {
+            run(Route::Activity, &push(&format!("e{i}"), view("u", "b1", "books")), &late);
+        }
+        // A fourth activity, then a computation on the earlier clock (as when it raced the first).
+        let act = Activity { id: digest("e3"), time_ms: early.now_ms(), product_id: "b1".into(), category: None };
+        store::update(&state, "user/u", None, |u: Option<User>| {
+            let mut u = u.expect("user");
+            u.add(act.clone(), early.now_ms(), &settings);
+            (Change::Put(u), ())
+        })
+        .expect("state");
+        assert_eq!(block_on(recompute("u", &early)), Ok(Outcome::Done));
+        let stamps: Vec<(String, u64)> = sink
+            .upserts
+            .borrow()
+            .iter()
+            .filter(|r| r.table == RECS_TABLE)
+            .map(|r| {
+                let v: Value = serde_json::from_str(&r.json).expect("json");
+                (v["updated_at"].as_str().expect("time").to_owned(), v["activity_score"].as_u64().expect("score"))
+            })
+            .collect();
+        assert_eq!(
+            stamps,
+            vec![("2026-01-01T10:00:00.000000Z".into(), 3), ("2026-01-01T10:00:00.000001Z".into(), 4)],
+            "the row with the fourth activity wins the upsert"
+        );
     }
 
     #[test]

@@ -126,3 +126,15 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
+
+impl Drop for Host {
+    /// A failing test shows what the host said: the last lines of its log.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!("--- last {} lines of the host log {} ---\n{}", tail.len(), self.log.display(), tail.join("\n"));
+        }
+    }
+}

@@ -59,6 +59,27 @@ where
     }
 }
 
+/// Polls `f` until it returns `want`, or panics after `timeout` showing the last value seen.
+pub async fn wait_eq<T, F, Fut>(what: &str, timeout: Duration, want: &T, mut f: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = T>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = f().await;
+        if &got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}:\n got {got:?}\nwant {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A child process killed (with its process group) on drop.
 pub struct ChildGuard(pub Child);
 
