@@ -1,9 +1,9 @@
 //! The admin routes, on their own loopback listener: `POST /query` runs SQL on the embedded warehouse
 //! (DuckDB allows one process per database file, so `tributary sql` asks the running host), and, only
-//! with `testing.fault_injection`, `PUT /faults/sink` turns the warehouse fault switch on (`fail`) or
+//! with `testing.fault_injection`, `PUT /faults/sink` sets the warehouse fault switch: `fail`, `crash` (the writer thread panics) or
 //! off (`ok`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use http::{Method, Request, Response, StatusCode};
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::listener::{Body, Routes, text};
+use crate::warehouse::fault;
 
 /// Why a query failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,47 +21,56 @@ pub enum QueryError {
     Sql(#[from] duckdb::Error),
     #[error("the warehouse connection is poisoned by an earlier panic")]
     Poisoned,
+    #[error("only queries run here (the admin connection is read-only): {0}")]
+    NotAQuery(String),
 }
 
-/// Runs `sql` and returns each result row as a JSON object (columns in order). A statement that returns
-/// no rows (DDL, INSERT) returns an empty list.
+/// Runs the query `sql` and returns each result row as a JSON object (columns in order). Only queries
+/// run (`SELECT`, `WITH`, `FROM`, `DESCRIBE`, …: whatever can be a subquery): DDL, DML, `COPY`,
+/// `ATTACH` and `SET` are refused, so the admin connection cannot change the warehouse.
 pub fn query_json(conn: &duckdb::Connection, sql: &str) -> Result<Vec<Value>, QueryError> {
     let sql = sql.trim().trim_end_matches(';').trim();
     // DuckDB turns each row into JSON itself (timestamps, lists, structs, JSON columns), so no type is
-    // mapped by hand here.
-    let wrapped = format!("SELECT to_json(_row)::VARCHAR FROM ({sql}) AS _row");
-    match conn.prepare(&wrapped) {
-        Ok(mut stmt) => {
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            let mut out = Vec::new();
-            for row in rows {
-                let row = row?;
-                out.push(serde_json::from_str(&row).unwrap_or(Value::String(row)));
-            }
-            Ok(out)
-        }
-        // Not a query (or a broken one): run it as written, so its own error is the one reported.
-        Err(_) => {
-            conn.execute_batch(sql)?;
-            Ok(Vec::new())
-        }
+    // mapped by hand here; and a statement that cannot be wrapped is not a query.
+    let wrapped = format!("SELECT to_json(_row)::VARCHAR FROM ({sql}\n) AS _row");
+    let mut stmt = conn.prepare(&wrapped).map_err(|e| QueryError::NotAQuery(e.to_string()))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let row = row?;
+        out.push(serde_json::from_str(&row).unwrap_or(Value::String(row)));
     }
+    Ok(out)
 }
+
+/// Turns off DuckDB's access to anything outside the database (files, `COPY`, extensions, `ATTACH`)
+/// for the whole database; it cannot be turned back on. The writer needs none of it.
+pub fn lock_down(conn: &duckdb::Connection) -> Result<(), duckdb::Error> {
+    conn.execute_batch("SET enable_external_access = false; SET lock_configuration = true;")
+}
+
+/// The largest `/query` body.
+const MAX_QUERY_BYTES: usize = 1 << 20;
 
 /// The admin routes.
 pub struct Admin {
     /// The embedded warehouse; `None` when the sink writes to BigQuery.
     pub reader: Option<Mutex<duckdb::Connection>>,
     /// FAULT INJECTION (tests only): present when `testing.fault_injection` is on.
-    pub fault: Option<Arc<AtomicBool>>,
+    pub fault: Option<Arc<AtomicU8>>,
 }
 
 impl Admin {
     async fn route(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let (parts, body) = req.into_parts();
-        let body = match body.collect().await {
+        let body = match http_body_util::Limited::new(body, MAX_QUERY_BYTES).collect().await {
             Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the body (at most {MAX_QUERY_BYTES} bytes): {e}\n"),
+                );
+            }
         };
         match (&parts.method, parts.uri.path()) {
             (&Method::POST, "/query") if self.reader.is_none() => text(
@@ -88,16 +98,21 @@ impl Admin {
             (&Method::PUT, "/faults/sink") => match (&self.fault, body.as_ref()) {
                 (None, _) => text(StatusCode::NOT_FOUND, "fault injection is off (testing.fault_injection)\n"),
                 (Some(flag), b"fail") => {
-                    flag.store(true, Ordering::SeqCst);
+                    flag.store(fault::FAIL, Ordering::SeqCst);
                     tracing::warn!("FAULT INJECTION: warehouse writes now fail");
                     text(StatusCode::OK, "failing\n")
                 }
+                (Some(flag), b"crash") => {
+                    flag.store(fault::CRASH, Ordering::SeqCst);
+                    tracing::warn!("FAULT INJECTION: the next warehouse write crashes the writer");
+                    text(StatusCode::OK, "crashing\n")
+                }
                 (Some(flag), b"ok") => {
-                    flag.store(false, Ordering::SeqCst);
+                    flag.store(fault::NONE, Ordering::SeqCst);
                     tracing::warn!("FAULT INJECTION: warehouse writes work again");
                     text(StatusCode::OK, "ok\n")
                 }
-                (Some(_), _) => text(StatusCode::BAD_REQUEST, "expected 'fail' or 'ok'\n"),
+                (Some(_), _) => text(StatusCode::BAD_REQUEST, "expected 'fail', 'crash' or 'ok'\n"),
             },
             _ => text(StatusCode::NOT_FOUND, "no such admin route\n"),
         }
@@ -115,13 +130,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_come_back_as_ordered_json_and_statements_run() {
+    fn rows_come_back_as_ordered_json_and_only_queries_run() {
         let conn = duckdb::Connection::open_in_memory().expect("open");
-        assert!(query_json(&conn, "CREATE TABLE t (b INT, a VARCHAR, ts TIMESTAMP);").expect("ddl").is_empty());
-        query_json(&conn, "INSERT INTO t VALUES (2, 'x', TIMESTAMP '2024-01-01 10:00:00')").expect("insert");
+        conn.execute_batch("CREATE TABLE t (b INT, a VARCHAR, ts TIMESTAMP); INSERT INTO t VALUES (2, 'x', TIMESTAMP '2024-01-01 10:00:00')").expect("setup");
+        lock_down(&conn).expect("lock down");
         let rows = query_json(&conn, "SELECT * FROM t;").expect("select");
         assert_eq!(serde_json::to_string(&rows).expect("json"), r#"[{"b":2,"a":"x","ts":"2024-01-01 10:00:00"}]"#);
+        assert_eq!(query_json(&conn, "WITH n AS (SELECT count(*) AS n FROM t) FROM n").expect("with").len(), 1);
         let err = query_json(&conn, "SELECT nope FROM t").expect_err("bad column");
         assert!(err.to_string().contains("nope"), "{err}");
+        for write in [
+            "DROP TABLE t",
+            "DELETE FROM t",
+            "INSERT INTO t VALUES (3, 'y', NULL)",
+            "UPDATE t SET b = 0",
+            "COPY t TO '/tmp/tributary-admin-test.csv'",
+            "SELECT 1); DROP TABLE t; SELECT (1",
+            "SET enable_external_access = true",
+            "ATTACH '/tmp/tributary-admin-test.db'",
+        ] {
+            assert!(query_json(&conn, write).is_err(), "{write} must be refused");
+        }
+        assert!(query_json(&conn, "SELECT * FROM read_text('/etc/hostname')").is_err(), "no file access");
+        assert!(conn.execute_batch("SET enable_external_access = true").is_err(), "locked");
+        assert_eq!(query_json(&conn, "SELECT count(*) AS n FROM t").expect("still there")[0]["n"], 1);
     }
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::engine::GuestConfig;
 use crate::functions::{self, ComponentsConfig};
 use crate::group_commit::SinkConfig;
+use crate::listener::HttpConfig;
 use crate::push_auth::PushAuthConfig;
 use crate::state::StateConfig;
 use crate::timer::TimersConfig;
@@ -36,12 +37,16 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where the function routes (`/push/*`, `/healthz`, `/metrics`) listen. Spin's default address,
-    /// so `spin up` and `tributary up` are interchangeable.
+    /// The public listener: the push routes (`/push/*`), `/healthz`, `/metrics`. Spin's default
+    /// address, so `spin up` and `tributary up` are interchangeable.
     pub listen: SocketAddr,
-    /// Where the admin routes (`/query` for `tributary sql`, test-only fault injection) listen.
-    /// Never expose it: it runs SQL.
+    /// The internal listener: tick routes, insertAll, `/query` (for `tributary sql`), test-only fault
+    /// injection. It takes no credentials, so it must be loopback unless `allow_remote_admin`.
     pub admin_listen: SocketAddr,
+    /// Lets `admin_listen` be a non-loopback address (a private network only you reach).
+    pub allow_remote_admin: bool,
+    /// Bounds on connections and request bodies, both listeners.
+    pub http: HttpConfig,
     /// The embedded warehouse and any other state live here.
     pub data_dir: PathBuf,
     /// Limits every guest runs under.
@@ -70,6 +75,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            allow_remote_admin: false,
+            http: HttpConfig::default(),
             data_dir: PathBuf::from(".tributary"),
             guest: GuestConfig::default(),
             sink: SinkConfig::default(),
@@ -109,6 +116,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let sections = [
             self.guest.validate(),
+            self.http.validate(),
             self.sink.validate(),
             self.state.validate(),
             PushAuthConfig::validate_all(&self.push_auth),
@@ -143,6 +151,12 @@ impl Config {
                     return invalid(format!("functions.{name}.{key}: expected a string, number or boolean"));
                 }
             }
+        }
+        if !self.admin_listen.ip().is_loopback() && !self.allow_remote_admin {
+            return invalid(format!(
+                "admin_listen {} is not a loopback address: the internal listener takes no credentials (it runs SQL and accepts insertAll); set allow_remote_admin = true only for a private network",
+                self.admin_listen
+            ));
         }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return invalid(format!("listen and admin_listen are both {}", self.listen));

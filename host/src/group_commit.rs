@@ -175,6 +175,11 @@ impl GroupCommit {
     }
 
     /// Refuses new writes; queued ones are still flushed. The flusher thread exits after the last.
+    /// Whether the flusher thread is still there to commit writes (it drops its end when it dies).
+    pub fn writer_alive(&self) -> bool {
+        self.inner.tx.lock().ok().is_some_and(|tx| tx.as_ref().is_some_and(|tx| !tx.is_closed()))
+    }
+
     pub fn close(&self) {
         if let Ok(mut tx) = self.inner.tx.lock() {
             tx.take();

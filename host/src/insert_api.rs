@@ -15,6 +15,9 @@ use tributary_model::{Row, WriteError};
 use crate::group_commit::{GroupCommit, Mode};
 use crate::warehouse::schema;
 
+/// The prefix of every insert id given through insertAll.
+pub const INSERT_ALL_IDS: &str = "insertAll:";
+
 /// The request body (`TableDataInsertAllRequest`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -97,7 +100,9 @@ pub async fn handle(
                 table: table.to_owned(),
                 // Without an insert id BigQuery does not dedup either: a fresh one per row.
                 insert_id: key
-                    .or(row.insert_id.filter(|id| !id.is_empty()))
+                    // insertAll's ids live apart from the ids the functions derive from message ids,
+                    // so no caller can make a real message look like a duplicate.
+                    .or(row.insert_id.filter(|id| !id.is_empty()).map(|id| format!("{INSERT_ALL_IDS}{id}")))
                     .unwrap_or_else(|| format!("insertall-{stamp}-{i}")),
                 json: Value::Object(row.json).to_string(),
             }

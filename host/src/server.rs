@@ -1,23 +1,41 @@
-//! The HTTP front: every function route of the registry (as a wasm component or, for the benchmark's
-//! baseline, natively), BigQuery's insertAll, `GET /healthz`, `GET /metrics`. Push authentication runs
-//! before anything else. Graceful shutdown stops accepting, lets in-flight requests finish, and only
-//! then lets the group commit drain.
+//! The HTTP front, in two surfaces:
+//!
+//! - **public** (`listen`, reachable by Pub/Sub): the push routes of the registry (as wasm components
+//!   or, for the benchmark's baseline, natively), `GET /healthz`, `GET /metrics`. Push authentication
+//!   runs before anything else.
+//! - **internal** (`admin_listen`, loopback unless `allow_remote_admin`): the tick routes (the timer and
+//!   outside schedulers), BigQuery's insertAll (sink adapters, tools), and the admin routes
+//!   ([`crate::admin`]). Requests must be addressed to an IP or `localhost` and carry no `Origin`, so
+//!   a web page cannot reach it (DNS rebinding, cross-site posts).
+//!
+//! Every body is read whole, within its route's size limit and the body timeout, before the request
+//! takes a slot, so slow clients hold no slot; pushes and internal calls have separate slot budgets.
+//! Graceful shutdown stops accepting, lets in-flight requests finish, and only then lets the group
+//! commit drain.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use tokio::sync::Semaphore;
 
+use crate::admin::Admin;
 use crate::functions::native::NativePush;
 use crate::functions::{self, Kind, instances};
 use crate::group_commit::GroupCommit;
-use crate::listener::{Body, BoxError, Routes, text};
+use crate::listener::{Body, BodyBudget, BoxError, HttpConfig, Routes, read_body, text};
 use crate::metrics::Metrics;
 
 /// Pub/Sub messages are at most 10 MB; base64 and the envelope add a third.
-pub const MAX_PUSH_BYTES: u64 = 16 << 20;
+pub const MAX_PUSH_BYTES: usize = 16 << 20;
+/// insertAll requests: BigQuery's own limit is 10 MB per request.
+pub const MAX_INSERT_ALL_BYTES: usize = 10 << 20;
+/// Tick routes take no body.
+pub const MAX_TICK_BYTES: usize = 64 << 10;
+/// Internal calls (ticks, insertAll) in flight at once, apart from the pushes' budget.
+pub const INTERNAL_IN_FLIGHT: usize = 16;
 
 /// What serves one function's routes.
 pub enum Handler {
@@ -27,16 +45,21 @@ pub enum Handler {
     Native(NativePush),
 }
 
-/// The function routes.
+/// The function routes, and insertAll.
 pub struct App {
     /// `[[push_auth]]`: OIDC tokens required on some push routes.
     pub push_auth: crate::push_auth::PushAuth,
     /// One entry per function of the registry, in its order; `None` when this mode does not serve it.
     pub handlers: Vec<Option<Handler>>,
     pub metrics: Arc<Metrics>,
-    /// Requests in a function at once, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub
+    /// Pushes in a function at once, at most `guest.max_instances`: beyond, 429 at once (Pub/Sub
     /// slows down) rather than a queue that only adds latency.
-    pub in_flight: tokio::sync::Semaphore,
+    pub push_slots: Semaphore,
+    /// Ticks and insertAll calls at once ([`INTERNAL_IN_FLIGHT`]), so they never take a push's slot.
+    pub internal_slots: Semaphore,
+    /// Memory for request bodies, shared by both surfaces.
+    pub bodies: BodyBudget,
+    pub http: HttpConfig,
     /// The group commit, for the BigQuery-compatible insertAll route.
     pub sink: GroupCommit,
     /// The warehouse is the embedded one (insertAll then knows its tables).
@@ -44,7 +67,8 @@ pub struct App {
 }
 
 impl App {
-    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+    /// The public surface.
+    async fn route_public(&self, req: Request<Incoming>) -> Response<Body> {
         let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if let Err(refused) = self.push_auth.check(req.uri().path().trim_end_matches('/'), authorization).await {
             let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::UNAUTHORIZED);
@@ -55,7 +79,7 @@ impl App {
             return resp;
         }
         match (req.method(), req.uri().path()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/healthz") => self.health(),
             (&Method::GET, "/metrics") => {
                 let mut resp = text(StatusCode::OK, self.metrics.render());
                 resp.headers_mut().insert(
@@ -64,65 +88,151 @@ impl App {
                 );
                 resp
             }
-            (_, path) if let Some((index, _, route)) = functions::find(path) => {
-                let Some(handler) = self.handlers.get(index).and_then(Option::as_ref) else {
-                    return text(StatusCode::NOT_FOUND, "this route is not served in this mode\n");
-                };
-                let started = Instant::now();
-                let resp = self.call(handler, req).await;
-                if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
-                    self.metrics.window_skip(route.path, reason);
+            (_, path) if let Some((index, _, route)) = functions::find(path) => match route.kind {
+                Kind::Push => self.function(index, route, req).await,
+                Kind::Tick => {
+                    text(StatusCode::NOT_FOUND, "tick routes are served on the internal listener (admin_listen)\n")
                 }
-                match route.kind {
-                    Kind::Tick => self.metrics.tick(route.path, outcome(&resp)),
-                    Kind::Push => self.metrics.push(route.path, outcome(&resp), started.elapsed().as_secs_f64()),
-                }
-                resp
+            },
+            (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => {
+                text(StatusCode::NOT_FOUND, "insertAll is served on the internal listener (admin_listen)\n")
             }
-            (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => self.insert_all(req).await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
     }
 
-    async fn insert_all(&self, req: Request<Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let Some((project, dataset, table)) = crate::insert_api::parse_path(parts.uri.path()) else {
-            return text(StatusCode::NOT_FOUND, "no such route\n");
+    /// The internal surface's own routes; `None` for the admin routes.
+    async fn route_internal(&self, req: Request<Incoming>) -> Result<Response<Body>, Request<Incoming>> {
+        match (req.method(), req.uri().path()) {
+            (_, path)
+                if let Some((index, _, route)) = functions::find(path)
+                    && route.kind == Kind::Tick =>
+            {
+                Ok(self.function(index, route, req).await)
+            }
+            (&Method::POST, path) if crate::insert_api::parse_path(path).is_some() => Ok(self.insert_all(req).await),
+            (&Method::GET, "/healthz") => Ok(self.health()),
+            _ => Err(req),
+        }
+    }
+
+    /// `/healthz`: 200 while the group commit's writer is alive, 503 once it is gone.
+    fn health(&self) -> Response<Body> {
+        if self.sink.writer_alive() {
+            text(StatusCode::OK, "ok\n")
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, "the warehouse writer has stopped\n")
+        }
+    }
+
+    async fn function(&self, index: usize, route: functions::Route, req: Request<Incoming>) -> Response<Body> {
+        let Some(handler) = self.handlers.get(index).and_then(Option::as_ref) else {
+            return text(StatusCode::NOT_FOUND, "this route is not served in this mode\n");
         };
-        let (status, body) = match body.collect().await {
-            Ok(b) => crate::insert_api::handle(&self.sink, self.embedded, project, dataset, table, &b.to_bytes()).await,
-            Err(e) => crate::insert_api::error(400, "INVALID_ARGUMENT", &format!("reading the body: {e}")),
-        };
-        let mut resp = text(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body);
-        resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        let started = Instant::now();
+        let resp = self.call(handler, route.kind, req).await;
+        if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
+            self.metrics.window_skip(route.path, reason);
+        }
+        match route.kind {
+            Kind::Tick => self.metrics.tick(route.path, outcome(&resp)),
+            Kind::Push => self.metrics.push(route.path, outcome(&resp), started.elapsed().as_secs_f64()),
+        }
         resp
     }
 
-    /// Runs one request through a function, within the size and in-flight limits.
-    async fn call(&self, handler: &Handler, req: Request<Incoming>) -> Response<Body> {
-        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > MAX_PUSH_BYTES) {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, format!("push bodies are at most {MAX_PUSH_BYTES} bytes\n"));
+    async fn insert_all(&self, req: Request<Incoming>) -> Response<Body> {
+        let json = |status: u16, body: String| {
+            let mut resp = text(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body);
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            resp
+        };
+        if !is_json(req.headers()) {
+            let (status, body) =
+                crate::insert_api::error(415, "INVALID_ARGUMENT", "insertAll takes Content-Type: application/json");
+            return json(status, body);
         }
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            return text(StatusCode::TOO_MANY_REQUESTS, "too many pushes in flight; retry later\n");
+        let (parts, body) = match read_body(req, MAX_INSERT_ALL_BYTES, self.http.body_read_timeout(), &self.bodies)
+            .await
+        {
+            Ok(read) => read,
+            Err(e) => {
+                let (status, body) = crate::insert_api::error(e.status().as_u16(), "INVALID_ARGUMENT", &e.to_string());
+                return json(status, body);
+            }
+        };
+        let Some((project, dataset, table)) = crate::insert_api::parse_path(parts.uri.path()) else {
+            return text(StatusCode::NOT_FOUND, "no such route\n");
+        };
+        let Ok(_slot) = self.internal_slots.try_acquire() else {
+            let (status, body) =
+                crate::insert_api::error(429, "RESOURCE_EXHAUSTED", "too many internal calls in flight");
+            return json(status, body);
+        };
+        let (status, body) =
+            crate::insert_api::handle(&self.sink, self.embedded, project, dataset, table, &body.bytes).await;
+        json(status, body)
+    }
+
+    /// Runs one request through a function: the body is read first (size and time limits), then the
+    /// request takes a slot of its class.
+    async fn call(&self, handler: &Handler, kind: Kind, req: Request<Incoming>) -> Response<Body> {
+        let (limit, slots) = match kind {
+            Kind::Push => (MAX_PUSH_BYTES, &self.push_slots),
+            Kind::Tick => (MAX_TICK_BYTES, &self.internal_slots),
+        };
+        let (parts, body) = match read_body(req, limit, self.http.body_read_timeout(), &self.bodies).await {
+            Ok(read) => read,
+            Err(e) => return e.answer(),
+        };
+        let Ok(_slot) = slots.try_acquire() else {
+            return text(StatusCode::TOO_MANY_REQUESTS, "too many requests in flight; retry later\n");
         };
         let handler = match handler {
-            Handler::Native(native) => return native.handle(req).await,
+            Handler::Native(native) => return native.handle(parts, body.bytes).await,
             Handler::Wasm(handler) => handler,
         };
-        let req = req.map(|body| body.map_err(wasmtime_wasi_http::Error::from).boxed_unsync());
+        let req = Request::from_parts(
+            parts,
+            Full::new(body.bytes).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
+        );
         match handler.handle((), req).await {
             Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
             Err(error) => {
                 // A trap, a deadline or an instantiation failure: this request fails, Pub/Sub
-                // redelivers it, and every other request goes on.
+                // redelivers it, and every other request goes on. The details stay in the log.
                 tracing::warn!(error = format!("{error:#}"), "function failed");
-                let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, format!("function failed: {error}\n"));
+                let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, "the function failed on this message\n");
                 resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
                 resp
             }
         }
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether a request to the internal listener may be served: addressed to an IP address or
+/// `localhost` (a name an attacker's DNS rebinds is refused) and sent by no web page (no `Origin`).
+pub fn internal_request_allowed(host: Option<&str>, origin: Option<&str>) -> Result<(), &'static str> {
+    if origin.is_some() {
+        return Err("the internal listener does not answer web pages (Origin header)");
+    }
+    let Some(host) = host else { return Ok(()) };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _port)| name),
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err("the internal listener answers only requests addressed to an IP address or localhost (Host header)")
     }
 }
 
@@ -140,6 +250,59 @@ fn outcome(resp: &Response<Body>) -> &'static str {
 
 impl Routes for App {
     async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
-        self.route(req).await
+        self.route_public(req).await
+    }
+}
+
+/// The internal listener: ticks and insertAll through the [`App`], the rest through the [`Admin`].
+pub struct Internal {
+    pub app: Arc<App>,
+    pub admin: Arc<Admin>,
+}
+
+impl Routes for Internal {
+    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let header = |name| req.headers().get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
+        if let Err(reason) = internal_request_allowed(header(header::HOST), header(header::ORIGIN)) {
+            return text(StatusCode::FORBIDDEN, format!("{reason}\n"));
+        }
+        match self.app.route_internal(req).await {
+            Ok(resp) => resp,
+            Err(req) => Arc::clone(&self.admin).call(req).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_internal_listener_answers_ip_and_localhost_hosts_and_no_web_page() {
+        for ok in [
+            None,
+            Some("127.0.0.1:3001"),
+            Some("localhost:3001"),
+            Some("LOCALHOST"),
+            Some("[::1]:3001"),
+            Some("10.0.0.5"),
+        ] {
+            assert_eq!(internal_request_allowed(ok, None), Ok(()), "{ok:?}");
+        }
+        for bad in [Some("evil.example:3001"), Some("evil.example"), Some("localhost.evil.example")] {
+            assert!(internal_request_allowed(bad, None).is_err(), "{bad:?}");
+        }
+        assert!(internal_request_allowed(Some("127.0.0.1:3001"), Some("http://127.0.0.1:3001")).is_err());
+        assert!(internal_request_allowed(Some("127.0.0.1:3001"), Some("null")).is_err());
+    }
+
+    #[test]
+    fn insert_all_takes_json_only() {
+        let mut h = http::HeaderMap::new();
+        assert!(!is_json(&h));
+        h.insert(header::CONTENT_TYPE, "application/x-www-form-urlencoded".parse().expect("value"));
+        assert!(!is_json(&h), "a browser form post");
+        h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().expect("value"));
+        assert!(is_json(&h));
     }
 }

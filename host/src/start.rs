@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 
@@ -22,8 +22,9 @@ use crate::functions::instances::{FunctionInstances, Imports};
 use crate::functions::native::NativePush;
 use crate::functions::{self, Kind};
 use crate::group_commit::{FlusherThread, GroupCommit};
+use crate::listener::BodyBudget;
 use crate::metrics::Metrics;
-use crate::server::{App, Handler};
+use crate::server::{App, Handler, INTERNAL_IN_FLIGHT, Internal};
 use crate::state::StateStore;
 use crate::warehouse::bigquery::BigQuery;
 use crate::warehouse::duckdb::DuckDb;
@@ -99,24 +100,48 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         push_auth: push_auth::PushAuth::new(&config.push_auth, Arc::clone(&metrics))?,
         handlers,
         metrics: Arc::clone(&metrics),
-        in_flight: tokio::sync::Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX)),
+        push_slots: Semaphore::new(usize::try_from(config.guest.max_instances).unwrap_or(usize::MAX)),
+        internal_slots: Semaphore::new(INTERNAL_IN_FLIGHT),
+        bodies: BodyBudget::new(config.http.max_buffered_mib),
+        http: config.http.clone(),
         sink: sink.clone(),
         embedded: config.sink.backend == Backend::Embedded,
     });
+    let internal = Arc::new(Internal { app: Arc::clone(&app), admin: Arc::new(Admin { reader, fault }) });
     let mut servers = vec![
-        tokio::spawn(listener::serve(listener, app, stopped.clone(), drain)),
-        tokio::spawn(listener::serve(admin_listener, Arc::new(Admin { reader, fault }), stopped.clone(), drain)),
+        tokio::spawn(listener::serve(listener, app, stopped.clone(), drain, config.http.clone())),
+        tokio::spawn(listener::serve(admin_listener, internal, stopped.clone(), drain, config.http.clone())),
     ];
     if mode == Mode::Wasm && config.timers.tick_ms > 0 && functions::routes(Kind::Tick).next().is_some() {
-        servers.push(tokio::spawn(timer::run(addr, Duration::from_millis(config.timers.tick_ms), stopped)));
+        let every = Duration::from_millis(config.timers.tick_ms);
+        servers.push(tokio::spawn(timer::run(reachable(admin_addr), every, stopped)));
+    }
+    if !config.listen.ip().is_loopback() && config.push_auth.is_empty() {
+        tracing::warn!(
+            listen = %config.listen,
+            "ANYONE WHO CAN REACH {} CAN PUSH MESSAGES: no [[push_auth]] is configured. Configure push authentication (OIDC) or listen on loopback behind a proxy that authenticates.",
+            config.listen
+        );
     }
     Ok(RunningHost { addr, admin_addr, metrics, stop, servers, sink, flusher, _ticker: ticker })
+}
+
+/// Where this host's own requests reach a listener bound to `addr` (an unspecified address is
+/// reached through loopback).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip =
+            if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
 }
 
 /// The embedded reader for `/query`, when the warehouse is the embedded one.
 type Reader = Option<Mutex<duckdb::Connection>>;
 /// The fault-injection switch, when `testing.fault_injection` is on.
-type Fault = Option<Arc<std::sync::atomic::AtomicBool>>;
+type Fault = Option<Arc<std::sync::atomic::AtomicU8>>;
 
 /// Opens the configured warehouse (behind the fault switch when testing asks for one).
 async fn open_warehouse(
@@ -127,6 +152,7 @@ async fn open_warehouse(
         Backend::Embedded => {
             let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
             let reader = db.reader()?;
+            crate::admin::lock_down(&reader).context("turning off the warehouse's external access")?;
             (Box::new(db), Some(Mutex::new(reader)))
         }
         backend => {

@@ -9,7 +9,7 @@ use crate::support::{Host, official_client, temp_dir};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_client_streams_into_the_host_with_dedup_and_per_row_errors() {
     let host = Host::start(&temp_dir("insert-api"), "").await;
-    let endpoint = format!("http://{}", host.addr);
+    let endpoint = format!("http://{}", host.admin);
     let row = |id: &str, ts: &str| json!({"id": id, "row": {"event_id": id, "event_type": "api", "timestamp": ts, "user_id": "u1", "properties": {"via": "insertAll"}}});
     let rows = json!([
         row("a", "2024-01-01T10:00:00Z"),

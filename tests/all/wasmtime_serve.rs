@@ -38,7 +38,7 @@ async fn serve_composed(data: &std::path::Path, host: &Host, envs: &[String]) ->
     let port = free_port();
     let log = std::fs::File::create(data.join("wasmtime-serve.log")).expect("log");
     let insert_all =
-        format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.addr);
+        format!("TRIBUTARY_INSERTALL_URL=http://{}/bigquery/v2/projects/local/datasets/tributary", host.admin);
     let child = {
         use std::os::unix::process::CommandExt as _;
         let mut cmd = Command::new(tool("wasmtime"));

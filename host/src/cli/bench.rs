@@ -120,7 +120,7 @@ async fn state_pass(options: &BenchOptions, backend: &'static str, state: StateC
         (metric(&text, "tributary_state_ops_total", ""), metric(&text, "tributary_state_conflicts_total", ""));
     // Close everything (the stream is idle now) and check nothing was lost or counted twice.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = client::post(host.addr, "/push/anomaly/tick", &[], "").await?;
+    let (status, body) = client::post(host.admin_addr, "/push/anomaly/tick", &[], "").await?;
     ensure!(status == 204, "tick answered {status}: {}", String::from_utf8_lossy(&body));
     let (status, body) =
         client::post(host.admin_addr, "/query", &[], "SELECT sum(events_count) AS n FROM traffic_anomalies").await?;

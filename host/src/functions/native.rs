@@ -4,9 +4,7 @@
 
 use function_kit::contract::{Sink, Transformer};
 use function_kit::envelope::PushRequest;
-use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 use tributary_model::{Message, Rejection, Row, WriteOutcome};
 
 use crate::group_commit::GroupCommit;
@@ -32,12 +30,9 @@ impl Sink for GroupCommit {
 }
 
 impl NativePush {
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let (parts, body) = req.into_parts();
-        let body = match body.collect().await {
-            Ok(b) => b.to_bytes().to_vec(),
-            Err(e) => return text(StatusCode::SERVICE_UNAVAILABLE, format!("reading the push body failed: {e}")),
-        };
+    /// Serves one push whose body the server has read.
+    pub async fn handle(&self, parts: http::request::Parts, body: bytes::Bytes) -> Response<Body> {
+        let body = body.to_vec();
         let headers = parts
             .headers
             .iter()

@@ -54,7 +54,17 @@ pub trait Warehouse: Send {
 /// makes every write fail while it is on, as a warehouse outage would.
 pub struct FaultSwitch<W> {
     inner: W,
-    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    fault: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// FAULT INJECTION: what a [`FaultSwitch`] does to writes.
+pub mod fault {
+    /// Writes go through.
+    pub const NONE: u8 = 0;
+    /// Writes fail (a transient warehouse error).
+    pub const FAIL: u8 = 1;
+    /// The next write panics: the writer thread dies.
+    pub const CRASH: u8 = 2;
 }
 
 impl Warehouse for Box<dyn Warehouse> {
@@ -64,17 +74,19 @@ impl Warehouse for Box<dyn Warehouse> {
 }
 
 impl<W: Warehouse> FaultSwitch<W> {
-    /// Wraps `inner`; the returned flag turns the fault on and off.
-    pub fn new(inner: W) -> (Self, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-        let failing = std::sync::Arc::default();
-        (Self { inner, failing: std::sync::Arc::clone(&failing) }, failing)
+    /// Wraps `inner`; the returned flag (one of [`fault`]) sets the fault.
+    pub fn new(inner: W) -> (Self, std::sync::Arc<std::sync::atomic::AtomicU8>) {
+        let fault = std::sync::Arc::default();
+        (Self { inner, fault: std::sync::Arc::clone(&fault) }, fault)
     }
 }
 
 impl<W: Warehouse> Warehouse for FaultSwitch<W> {
     fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(WarehouseError::InjectedFault);
+        match self.fault.load(std::sync::atomic::Ordering::SeqCst) {
+            fault::FAIL => return Err(WarehouseError::InjectedFault),
+            fault::CRASH => panic!("FAULT INJECTION: the warehouse writer crashes"),
+            _ => {}
         }
         self.inner.write(rows)
     }
