@@ -10,6 +10,7 @@ mod cli;
 mod faults;
 mod first_run;
 mod guest_isolation;
+mod hardening;
 mod insert_api;
 mod portability;
 mod push_auth;
