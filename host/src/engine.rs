@@ -32,6 +32,9 @@ pub struct GuestConfig {
     pub max_instances: u32,
     /// Pushes one push-handler instance serves before it is recycled.
     pub instance_reuse: usize,
+    /// Deliveries of one message the function may fail on (trap, deadline, memory) before the host
+    /// dead-letters it (stage `guest`) and acks it.
+    pub max_failed_deliveries: u32,
 }
 
 impl Default for GuestConfig {
@@ -42,6 +45,7 @@ impl Default for GuestConfig {
             transform_timeout_ms: 1_000,
             max_instances: 128,
             instance_reuse: 128,
+            max_failed_deliveries: 3,
         }
     }
 }
@@ -55,8 +59,10 @@ impl GuestConfig {
                 self.memory_mib
             ));
         }
-        if self.max_instances == 0 || self.instance_reuse == 0 {
-            return Err("guest.max_instances and guest.instance_reuse must be at least 1".into());
+        if self.max_instances == 0 || self.instance_reuse == 0 || self.max_failed_deliveries == 0 {
+            return Err(
+                "guest.max_instances, guest.instance_reuse and guest.max_failed_deliveries must be at least 1".into()
+            );
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ pub mod group_commit;
 pub mod insert_api;
 pub mod listener;
 pub mod metrics;
+pub mod poison;
 pub mod push_auth;
 pub mod server;
 pub mod start;

@@ -82,6 +82,7 @@ pub struct Metrics {
     pub state_seconds: Family<BackendLabels, Histogram>,
     pub state_conflicts: Family<BackendLabels, Counter>,
     pub window_skipped: Family<SkipLabels, Counter>,
+    pub poisoned: Family<RouteLabels, Counter>,
     pub ticks: Family<PushLabels, Counter>,
     pub push_auth: Family<PushLabels, Counter>,
 }
@@ -160,6 +161,12 @@ impl Metrics {
             "Events and readings left out of their window: late (window closed) or future (clock far ahead)",
             window_skipped.clone(),
         );
+        let poisoned = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "poisoned",
+            "Messages the function kept failing on (trap, deadline, memory), dead-lettered by the host",
+            poisoned.clone(),
+        );
         let ticks = Family::<PushLabels, Counter>::default();
         registry.register("ticks", "Timer ticks sent to functions, by route and outcome", ticks.clone());
         let push_auth = Family::<PushLabels, Counter>::default();
@@ -188,6 +195,7 @@ impl Metrics {
             state_seconds,
             state_conflicts,
             window_skipped,
+            poisoned,
             ticks,
             push_auth,
         })
@@ -223,6 +231,10 @@ impl Metrics {
 
     pub fn state_conflict(&self, backend: &str) {
         self.state_conflicts.get_or_create(&BackendLabels { backend: backend.to_owned() }).inc();
+    }
+
+    pub fn poison(&self, route: &str) {
+        self.poisoned.get_or_create(&RouteLabels { route: route.to_owned() }).inc();
     }
 
     pub fn window_skip(&self, route: &str, reason: &str) {

@@ -64,6 +64,8 @@ pub struct App {
     pub sink: GroupCommit,
     /// The warehouse is the embedded one (insertAll then knows its tables).
     pub embedded: bool,
+    /// Dead-letters pushes the function keeps failing on.
+    pub poison: crate::poison::Poison,
 }
 
 impl App {
@@ -192,21 +194,40 @@ impl App {
             Handler::Native(native) => return native.handle(parts, body.bytes).await,
             Handler::Wasm(handler) => handler,
         };
+        let (headers, path, bytes) = (parts.headers.clone(), parts.uri.path().to_owned(), body.bytes.clone());
         let req = Request::from_parts(
             parts,
             Full::new(body.bytes).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
         );
-        match handler.handle((), req).await {
-            Ok(resp) => resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
-            Err(error) => {
-                // A trap, a deadline or an instantiation failure: this request fails, Pub/Sub
-                // redelivers it, and every other request goes on. The details stay in the log.
-                tracing::warn!(error = format!("{error:#}"), "function failed");
-                let mut resp = text(StatusCode::INTERNAL_SERVER_ERROR, "the function failed on this message\n");
-                resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
-                resp
+        let error = match handler.handle((), req).await {
+            Ok(resp) => return resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+            Err(error) => format!("{error:#}"),
+        };
+        // A trap, a deadline or an instantiation failure: this request fails and every other request
+        // goes on. The details stay in the log (and in the dead letter), never in the answer.
+        tracing::warn!(route = %path, error, "function failed");
+        let verdict = match kind {
+            Kind::Push => Some(self.poison.failed(&path, &headers, &bytes, &error).await),
+            Kind::Tick => None,
+        };
+        let mut resp = match verdict {
+            Some(crate::poison::Verdict::DeadLettered { attempt }) => {
+                tracing::warn!(route = %path, attempt, "function failed on this message again: dead-lettered (stage guest)");
+                self.metrics.poison(&path);
+                return text(StatusCode::OK, format!("dead-lettered after {attempt} failed deliveries\n"));
             }
-        }
+            Some(crate::poison::Verdict::Unavailable(e)) => {
+                tracing::warn!(route = %path, error = %e, "counting the failed delivery failed");
+                text(StatusCode::INTERNAL_SERVER_ERROR, "the function failed on this message\n")
+            }
+            Some(crate::poison::Verdict::Redeliver { attempt }) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the function failed on this message (failed delivery {attempt})\n"),
+            ),
+            None => text(StatusCode::INTERNAL_SERVER_ERROR, "the function failed\n"),
+        };
+        resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
+        resp
     }
 }
 

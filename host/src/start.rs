@@ -106,6 +106,11 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         http: config.http.clone(),
         sink: sink.clone(),
         embedded: config.sink.backend == Backend::Embedded,
+        poison: crate::poison::Poison {
+            store: Arc::clone(&store),
+            sink: sink.clone(),
+            max_failed_deliveries: config.guest.max_failed_deliveries,
+        },
     });
     let internal = Arc::new(Internal { app: Arc::clone(&app), admin: Arc::new(Admin { reader, fault }) });
     let mut servers = vec![

@@ -1,5 +1,6 @@
 //! A guest that traps, loops or exhausts its memory fails its own push (500) and nothing else: other
-//! pushes, served at the same time, are acked and written.
+//! pushes, served at the same time, are acked and written. A message the guest keeps failing on is
+//! dead-lettered by the host after `guest.max_failed_deliveries` (3) and acked.
 
 use std::time::{Duration, Instant};
 
@@ -58,4 +59,26 @@ async fn trapping_looping_and_hungry_guests_fail_only_their_own_push() {
     );
     assert_eq!(host.count("SELECT count(*) FROM dead_letter").await, 0, "a crash is not a verdict on the message");
     assert_eq!(host.metric("tributary_pushes_total", &["outcome=\"guest_error\""]).await, 3.0);
+
+    // A poison message ends: the third failed delivery of trap-1 is dead-lettered (stage guest) and acked.
+    let (status, body, _) = push(&host, "trap-1", "trap").await;
+    assert_eq!(status, 500, "second failed delivery: {body}");
+    let (status, body, _) = push(&host, "trap-1", "trap").await;
+    assert_eq!(status, 200, "third failed delivery: {body}");
+    assert!(body.contains("dead-lettered"), "{body}");
+    let rows = host
+        .sql("SELECT stage, error_reason, payload_text, error_message FROM dead_letter WHERE message_id = 'trap-1'")
+        .await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0]["stage"].as_str(), rows[0]["error_reason"].as_str()), (Some("guest"), Some("guest-failed")));
+    assert_eq!(rows[0]["payload_text"], "trap");
+    assert!(rows[0]["error_message"].as_str().is_some_and(|m| m.contains("3 times")), "{rows:?}");
+    assert_eq!(host.metric("tributary_poisoned_total", &["/push/events"]).await, 1.0);
+    // Pub/Sub's own count wins when the envelope carries one (a subscription with a dead-letter policy).
+    let mut env: serde_json::Value = serde_json::from_str(&envelope("oom-2", b"oom", SUB)).expect("json");
+    env["deliveryAttempt"] = 5.into();
+    let (status, body) =
+        http_raw("POST", &host.push_url(), env.to_string().into_bytes(), &[("content-type", "application/json")]).await;
+    assert_eq!(status, 200, "deliveryAttempt 5: {body}");
+    assert_eq!(host.count("SELECT count(*) FROM dead_letter WHERE message_id = 'oom-2'").await, 1);
 }
