@@ -80,7 +80,8 @@ struct WireMessage {
     ordering_key: Option<String>,
 }
 
-/// Headers that are transport, not message attributes, in unwrapped deliveries.
+/// Headers that are transport or credentials, not message attributes, in unwrapped deliveries (never
+/// stored, not even in a dead letter).
 const TRANSPORT_HEADERS: &[&str] = &[
     "accept",
     "accept-encoding",
@@ -88,6 +89,10 @@ const TRANSPORT_HEADERS: &[&str] = &[
     "connection",
     "content-length",
     "content-type",
+    "cookie",
+    "proxy-authorization",
+    "x-api-key",
+    "x-auth-token",
     "from",
     "host",
     "te",
@@ -232,6 +237,9 @@ mod tests {
                 ("x-goog-pubsub-publish-time".into(), "2024-01-01T10:00:00Z".into()),
                 ("x-goog-pubsub-subscription-name".into(), "projects/p/subscriptions/s".into()),
                 ("source".into(), "web".into()),
+                ("cookie".into(), "session=secret".into()),
+                ("proxy-authorization".into(), "Basic c2VjcmV0".into()),
+                ("x-api-key".into(), "secret".into()),
             ],
             body: br#"{"user_id":"1"}"#.to_vec(),
         };

@@ -63,7 +63,7 @@ pub async fn open(config: &StateConfig, data_dir: &Path) -> anyhow::Result<Arc<d
         StateBackend::Redis => Arc::new(
             redis::RedisStore::connect(config)
                 .await
-                .with_context(|| format!("connecting to Redis at {}", config.redis_url))?,
+                .with_context(|| format!("connecting to Redis at {}", redacted(&config.redis_url)))?,
         ),
     })
 }
@@ -121,6 +121,18 @@ impl Default for StateConfig {
 }
 
 /// Milliseconds since the epoch, for expiry times.
+/// A URL as logs may show it: any password replaced by `***`.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(an unparsable URL)".into(),
+    }
+}
+
 fn now_ms() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0)
 }
@@ -128,6 +140,14 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_urls_in_logs_hide_the_password() {
+        assert_eq!(redacted("redis://:s3cret@10.0.0.1:6379/0"), "redis://:***@10.0.0.1:6379/0");
+        assert_eq!(redacted("rediss://user:s3cret@cache:6380"), "rediss://user:***@cache:6380");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert!(!redacted("redis://:s3cret@[bad").contains("s3cret"));
+    }
 
     #[tokio::test]
     async fn embedded_versions_survive_a_reopen() {
