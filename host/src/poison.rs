@@ -103,3 +103,48 @@ impl Poison {
         Err(format!("counting the failed deliveries of {id}: too much contention"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::state::StateConfig;
+    use crate::warehouse::duckdb::DuckDb;
+
+    fn wrapped(id: &str, attempt: Option<u32>) -> Bytes {
+        let mut env = serde_json::json!({"message": {"data": "dHJhcA==", "messageId": id}, "subscription": "s"});
+        if let Some(n) = attempt {
+            env["deliveryAttempt"] = n.into();
+        }
+        Bytes::from(env.to_string())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_deliveries_are_counted_per_message_then_dead_lettered() {
+        let dir = std::env::temp_dir().join(format!("tributary-poison-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = crate::state::open(&StateConfig::default(), &dir).await.expect("state");
+        let warehouse = DuckDb::in_memory().expect("warehouse");
+        let (sink, flusher) = GroupCommit::start(Box::new(warehouse), Default::default(), Metrics::new());
+        let poison = Poison { store, sink: sink.clone(), max_failed_deliveries: 3 };
+        let headers = http::HeaderMap::new();
+        let judge = |body: Bytes, route: &'static str| {
+            let (poison, headers) = (&poison, &headers);
+            async move { poison.failed(route, headers, &body, "wasm trap: unreachable").await }
+        };
+        assert_eq!(judge(wrapped("m1", None), "/push/events").await, Verdict::Redeliver { attempt: 1 });
+        assert_eq!(judge(wrapped("m1", None), "/push/events").await, Verdict::Redeliver { attempt: 2 });
+        assert_eq!(judge(wrapped("m2", None), "/push/events").await, Verdict::Redeliver { attempt: 1 }, "per message");
+        assert_eq!(judge(wrapped("m1", None), "/push/anomaly").await, Verdict::Redeliver { attempt: 1 }, "per route");
+        assert_eq!(judge(wrapped("m1", None), "/push/events").await, Verdict::DeadLettered { attempt: 3 });
+        // Pub/Sub's own count wins; an undecodable body is counted by its digest.
+        assert_eq!(judge(wrapped("m3", Some(4)), "/push/events").await, Verdict::DeadLettered { attempt: 4 });
+        assert_eq!(judge(wrapped("m4", Some(1)), "/push/events").await, Verdict::Redeliver { attempt: 1 });
+        let garbage = Bytes::from_static(b"{not json");
+        assert_eq!(judge(garbage.clone(), "/push/events").await, Verdict::Redeliver { attempt: 1 });
+        assert_eq!(judge(garbage, "/push/events").await, Verdict::Redeliver { attempt: 2 });
+        sink.close();
+        let _ = tokio::task::spawn_blocking(move || flusher.join()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
