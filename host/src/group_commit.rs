@@ -227,17 +227,30 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
     metrics.flush_rows.observe(rows.len() as f64);
     match result {
         Ok(report) => {
-            metrics.flushes.get_or_create(&ResultLabels { result: "committed".into() }).inc();
+            let result = if report.failed.is_empty() { "committed" } else { "partial" };
+            metrics.flushes.get_or_create(&ResultLabels { result: result.into() }).inc();
             metrics.rows_duplicate.inc_by(report.duplicates as u64);
+            // The write whose rows start at or before an index owns it.
+            let owner_of = |index: usize| starts.partition_point(|&s| s <= index).saturating_sub(1);
             let mut refused_by_write: Vec<Vec<RowError>> = vec![Vec::new(); batch.len()];
+            let mut failed_by_write: Vec<Option<String>> = vec![None; batch.len()];
+            // Rows refused, or in a part of the write that failed: not written.
             let mut refused = vec![false; rows.len()];
+            for failure in &report.failed {
+                tracing::warn!(error = %failure.error, rows = failure.rows.len(), "part of a flush failed; its pushes will be redelivered");
+                for &index in &failure.rows {
+                    if let Some(flag) = refused.get_mut(index) {
+                        *flag = true;
+                        failed_by_write[owner_of(index)].get_or_insert_with(|| failure.error.clone());
+                    }
+                }
+            }
             for mut e in report.refused {
                 let index = e.index as usize;
                 if let Some(flag) = refused.get_mut(index) {
                     *flag = true;
                 }
-                // The write whose rows start at or before this index owns it.
-                let owner = starts.partition_point(|&s| s <= index).saturating_sub(1);
+                let owner = owner_of(index);
                 e.index = u32::try_from(index - starts[owner]).unwrap_or(u32::MAX);
                 metrics.rows_refused.get_or_create(&TableLabels { table: rows[index].table.clone() }).inc();
                 refused_by_write[owner].push(e);
@@ -253,12 +266,16 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
             for (table, n) in written {
                 metrics.rows_written.get_or_create(&TableLabels { table: table.to_owned() }).inc_by(n);
             }
-            for (p, errors) in batch.into_iter().zip(refused_by_write) {
+            for ((p, errors), failed) in batch.into_iter().zip(refused_by_write).zip(failed_by_write) {
                 // The queue space is free before the writer hears back. The push may have timed out
                 // already; its rows are durable regardless.
                 let Pending { reply, _permit: permit, .. } = p;
                 drop(permit);
-                let _ = reply.send(Ok(errors));
+                let _ = reply.send(match failed {
+                    // Part of this write is undecided: all of it is retried (its written rows dedup).
+                    Some(error) => Err(WriteError::Unavailable(error)),
+                    None => Ok(errors),
+                });
             }
         }
         Err(e) => {
@@ -339,7 +356,8 @@ mod tests {
     use super::*;
     use crate::warehouse::{WarehouseError, WriteReport};
 
-    /// FAULT INJECTION double: records flush sizes, refuses rows whose JSON is `"bad"`, fails whole flushes
+    /// FAULT INJECTION double: records flush sizes, refuses rows whose JSON is `"bad"`, reports rows whose
+    /// JSON is `"down"` as failed (a table whose requests fail), fails whole flushes
     /// while `fail` is set, and blocks while the test holds `gate`.
     #[derive(Clone, Default)]
     struct Recorder {
@@ -367,7 +385,13 @@ mod tests {
                     message: "bad".into(),
                 })
                 .collect();
-            Ok(WriteReport { refused, inserted: rows.len(), duplicates: 0 })
+            let down: Vec<usize> = rows.iter().enumerate().filter(|(_, r)| r.json == "down").map(|(i, _)| i).collect();
+            let failed = if down.is_empty() {
+                vec![]
+            } else {
+                vec![crate::warehouse::Failed { rows: down, error: "table t2: backend down".into() }]
+            };
+            Ok(WriteReport { refused, inserted: rows.len(), duplicates: 0, failed })
         }
     }
 
@@ -448,6 +472,36 @@ mod tests {
         sink.close();
         assert!(matches!(sink.write(vec![row("e")]).await, Err(WriteError::Unavailable(_))));
         thread.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_part_of_a_flush_fails_only_the_writes_with_rows_in_it() {
+        let recorder = Recorder::default();
+        let (sink, thread) = GroupCommit::start(Box::new(recorder.clone()), config(), Metrics::new());
+        let writes: Vec<_> = (0..40)
+            .map(|i| {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let rows = if i % 10 == 3 { vec![row("ok"), row("down")] } else { vec![row("ok"), row("bad")] };
+                    sink.write(rows).await
+                })
+            })
+            .collect();
+        for (i, w) in writes.into_iter().enumerate() {
+            let outcome = w.await.expect("task");
+            if i % 10 == 3 {
+                assert!(
+                    matches!(&outcome, Err(WriteError::Unavailable(m)) if m.contains("backend down")),
+                    "{i}: {outcome:?}"
+                );
+            } else {
+                let refused = outcome.expect("settled");
+                assert_eq!(refused.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1], "{i}: its own refusal only");
+            }
+        }
+        sink.close();
+        thread.join();
+        assert!(recorder.flushes.lock().expect("lock").len() < 20, "the writes shared flushes");
     }
 
     fn keyed_row(table: &str, insert_id: &str, json: &str) -> model::Row {

@@ -57,7 +57,7 @@ impl Poison {
         });
         let attempt = match msg.delivery_attempt {
             Some(n) => n,
-            None => match self.count(route, &msg.id).await {
+            None => match self.count(route, &envelope::attempt_key(&req)).await {
                 Ok(n) => n,
                 Err(e) => return Verdict::Unavailable(e),
             },

@@ -156,3 +156,62 @@ async fn the_admin_connection_is_read_only_and_health_follows_the_writer() {
     .await;
     assert!(host.log_text().contains("FAULT INJECTION"), "the crash is the injected one");
 }
+
+/// Messages that would loop or vanish end as they should: a push whose state key is over the store's
+/// limit is dead-lettered (not 503 forever); a 9 MB poison payload is dead-lettered truncated, with
+/// its full size and SHA-256; two publishes of one payload without metadata are two rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_limits_big_poison_and_identical_payloads_neither_loop_nor_vanish() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let host = Host::start(&temp_dir("hardening-poison"), "").await;
+    let json = [("content-type", "application/json")];
+
+    // `sensor/<id>` is over `state.max_key_bytes` (1024): the reading can never be judged.
+    let huge_id = "s".repeat(2_000);
+    let reading = json!({"sensor_id": huge_id, "sensor_type": "temperature", "location": "hall",
+        "timestamp": "2024-01-01T10:00:00Z", "value": 21.5})
+    .to_string();
+    let body = envelope("huge-key", reading.as_bytes(), "projects/p/subscriptions/sensors").into_bytes();
+    let sensors = format!("http://{}/push/sensors", host.addr);
+    for delivery in 0..2 {
+        let (status, text) = http_raw("POST", &sensors, body.clone(), &json).await;
+        assert_eq!(status, 200, "delivery {delivery}: acked as a dead letter: {text}");
+        assert!(text.contains("state-limit"), "{text}");
+    }
+    let dead =
+        host.sql("SELECT stage, error_reason, error_message FROM dead_letter WHERE message_id = 'huge-key'").await;
+    assert_eq!(dead.len(), 1, "one dead letter for both deliveries: {dead:?}");
+    assert_eq!((dead[0]["stage"].as_str(), dead[0]["error_reason"].as_str()), (Some("state"), Some("state-limit")));
+    assert!(dead[0]["error_message"].as_str().is_some_and(|m| m.contains("max_key_bytes")), "{dead:?}");
+
+    // 9 MB that is not JSON: the dead letter keeps the first MiB, the size and the digest.
+    let data: Vec<u8> = (0..9_000_000u32).map(|i| b"poison "[i as usize % 7]).collect();
+    let body = envelope("big-poison", &data, "projects/p/subscriptions/events").into_bytes();
+    let (status, text) = http_raw("POST", &host.push_url(), body, &json).await;
+    assert_eq!(status, 200, "{text}");
+    let dead = host
+        .sql(
+            "SELECT payload, length(payload_text) AS text_bytes, payload_bytes, payload_sha256, payload_truncated, \
+             error_reason FROM dead_letter WHERE message_id = 'big-poison'",
+        )
+        .await;
+    assert_eq!(dead.len(), 1);
+    let kept = base64::engine::general_purpose::STANDARD.decode(dead[0]["payload"].as_str().expect("payload"));
+    assert_eq!(kept.expect("base64"), data[..1 << 20]);
+    assert_eq!(dead[0]["text_bytes"], 1 << 20);
+    assert_eq!(dead[0]["payload_bytes"], 9_000_000);
+    assert_eq!(dead[0]["payload_sha256"], hex::encode(sha2::Sha256::digest(&data)));
+    assert_eq!(
+        (dead[0]["payload_truncated"].as_bool(), dead[0]["error_reason"].as_str()),
+        (Some(true), Some("not-json"))
+    );
+
+    // No wrapper, no metadata: nothing identifies a redelivery, so identical payloads are distinct messages.
+    let same = json!({"event_type": "page_view", "user_id": "twice", "timestamp": "2024-01-01T10:00:00Z"}).to_string();
+    for _ in 0..2 {
+        let (status, text) = http_raw("POST", &host.push_url(), same.clone().into_bytes(), &json).await;
+        assert_eq!(status, 204, "{text}");
+    }
+    assert_eq!(host.count("SELECT count(*) FROM streaming_events WHERE user_id = 'twice'").await, 2);
+}

@@ -19,3 +19,4 @@ mod recommend;
 mod restart;
 mod state;
 mod wasmtime_serve;
+mod windows;

@@ -66,10 +66,10 @@ pub async fn handle<T: Transformer, S: Sink, St: State>(
             Ok((msg, rows)) => analyze_reading(&msg, rows, env).await,
             Err(outcome) => Err(outcome),
         },
-        Route::AnomalyTick => tick_traffic(env).await.map(Reply::from),
-        Route::SensorsTick => tick_sensors(env).await.map(Reply::from),
+        Route::AnomalyTick => return tick_traffic(env).await.map_or_else(Reply::from, Reply::from),
+        Route::SensorsTick => return tick_sensors(env).await.map_or_else(Reply::from, Reply::from),
     };
-    result.unwrap_or_else(Reply::from)
+    contract::dead_letter_state_refusal(result.unwrap_or_else(Reply::from), req, env.sink, env.now).await
 }
 
 /// `/push/anomaly`: only the event's time, user and session matter; its row is the events route's job.

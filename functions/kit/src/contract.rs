@@ -6,6 +6,7 @@
 //! | the message can never become rows; its dead letter is durable | `DeadLettered` | 200, reason in the body | acks |
 //! | the sink is full | `Retry(Overloaded)` | 429 | redelivers later |
 //! | the sink or the state store failed; nothing was decided | `Retry(Unavailable)`, `Unavailable` | 503 | redelivers |
+//! | the state store refused the message's update for good (a key or value over its limits) | `StateRefused` → dead letter | 200 | acks |
 //! | the dead letter itself was refused | `DeadLetterRefused` | 500 | keeps the message (its dead-letter topic catches loops) |
 //! | the function's settings are wrong | `Misconfigured` | 500 | keeps the messages until someone fixes them |
 //! | push authentication refused the request | `Refused` | 401/403 (503: no signing keys) | redelivers |
@@ -50,6 +51,10 @@ pub enum Outcome {
     Retry(WriteError),
     /// Another dependency (the state store) failed; nothing of this message is decided.
     Unavailable(String),
+    /// The state store refused an update for good (over its key or value limits): retrying cannot
+    /// help. A push route turns it into the message's dead letter ([`dead_letter_state_refusal`]);
+    /// anywhere else it is a 500.
+    StateRefused(String),
     /// The dead letter itself was refused.
     DeadLetterRefused(String),
     /// The function cannot work with its settings.
@@ -67,7 +72,7 @@ impl Outcome {
             Outcome::DeadLettered(_) => 200,
             Outcome::Retry(WriteError::Overloaded(_)) => 429,
             Outcome::Retry(WriteError::Unavailable(_)) | Outcome::Unavailable(_) => 503,
-            Outcome::DeadLetterRefused(_) | Outcome::Misconfigured(_) => 500,
+            Outcome::DeadLetterRefused(_) | Outcome::Misconfigured(_) | Outcome::StateRefused(_) => 500,
             Outcome::Refused { status, .. } => *status,
         }
     }
@@ -84,6 +89,7 @@ impl Outcome {
             Outcome::DeadLettered(f) => format!("dead-lettered ({}): {}", f.reason, f.message),
             Outcome::Retry(e) => e.to_string(),
             Outcome::Unavailable(e) => e.clone(),
+            Outcome::StateRefused(e) => format!("state store refused the update: {e}"),
             Outcome::DeadLetterRefused(e) => format!("dead letter refused: {e}"),
             Outcome::Misconfigured(e) => format!("misconfigured: {e}"),
             Outcome::Refused { reason, .. } => format!("{reason}\n"),
@@ -99,8 +105,11 @@ impl From<WriteError> for Outcome {
 
 impl From<StateError> for Outcome {
     fn from(e: StateError) -> Self {
-        // Even a corrupt value fails the push rather than dropping it: the value needs a person.
-        Outcome::Unavailable(e.to_string())
+        match e {
+            StateError::Invalid(m) => Outcome::StateRefused(m),
+            // Even a corrupt value fails the push rather than dropping it: the value needs a person.
+            e => Outcome::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -187,6 +196,20 @@ async fn settle(msg: &Message, written: WriteOutcome, sink: &impl Sink, now: Dat
     }
 }
 
+/// A push whose state update was refused for good is dead-lettered (stage `state`, reason
+/// `state-limit`), so it is acked instead of failing on every redelivery; any other reply is returned
+/// as it is.
+pub async fn dead_letter_state_refusal(reply: Reply, req: &PushRequest, sink: &impl Sink, now: DateTime<Utc>) -> Reply {
+    let Outcome::StateRefused(why) = reply.outcome else { return reply };
+    let msg = envelope::decode(req).unwrap_or_else(|_| Message {
+        id: envelope::fallback_id(req),
+        data: req.body.clone(),
+        ..Message::default()
+    });
+    let failure = Failure { reason: "state-limit".into(), message: why, stage: "state" };
+    Reply { outcome: dead_letter(&msg, failure, sink, now).await, skipped: reply.skipped }
+}
+
 /// Writes `msg`'s dead letter: acked once durable, 500 if refused, 429/503 if the sink failed.
 pub async fn dead_letter(msg: &Message, failure: Failure, sink: &impl Sink, now: DateTime<Utc>) -> Outcome {
     match sink.write(vec![dead_letter::row(msg, &failure, now)]).await {
@@ -244,6 +267,26 @@ mod tests {
         let sink = Recorder::scripted(vec![Err(WriteError::Unavailable("db".into()))]);
         assert_eq!(run(&wrapped("1", b"not json"), &sink).status(), 503);
         assert_eq!(Outcome::from(StateError::Unavailable("down".into())).status(), 503);
+    }
+
+    #[test]
+    fn a_state_refusal_dead_letters_the_push_and_nothing_else() {
+        let sink = Recorder::default();
+        let refused = Reply::from(Outcome::from(StateError::Invalid("value of 9 bytes is over the limit".into())));
+        assert_eq!(refused.status(), 500, "not a retry: it can never succeed");
+        let req = wrapped("7", b"{}");
+        let reply = block_on(dead_letter_state_refusal(refused, &req, &sink, Utc::now()));
+        assert!(
+            matches!(&reply.outcome, Outcome::DeadLettered(f) if f.stage == "state" && f.reason == "state-limit" && f.message.contains("over the limit")),
+            "{reply:?}"
+        );
+        assert_eq!(
+            (sink.tables(), sink.writes.borrow()[0].insert_id.clone()),
+            (vec!["dead_letter".to_owned()], "7".into())
+        );
+        let done = block_on(dead_letter_state_refusal(Outcome::Done.into(), &req, &sink, Utc::now()));
+        assert_eq!(done.outcome, Outcome::Done);
+        assert_eq!(sink.writes.borrow().len(), 1);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! A request with `x-goog-pubsub-message-id` is unwrapped whatever its body; otherwise a body that is a
 //! JSON object with a `message` member is taken as wrapped, and then it must be a valid envelope; any
 //! other body is taken as unwrapped. Limits: Pub/Sub messages are at most 10 MB.
+//!
+//! Dedup per format: a wrapped or a metadata-carrying unwrapped delivery has Pub/Sub's message id, so
+//! redeliveries are absorbed exactly. An unwrapped delivery *without* metadata has no id at all: it
+//! gets a fresh one per delivery ([`DELIVERY_ID_PREFIX`]), so two publishes of the same payload both
+//! land (at-least-once: a redelivery after a lost ack lands again). Enable write-metadata for exactly-once.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
@@ -112,6 +117,19 @@ pub fn decode(req: &PushRequest) -> Result<Message, EnvelopeError> {
     }
 }
 
+/// The id prefix of a message that arrived without one (unwrapped, no metadata): unique per delivery.
+pub const DELIVERY_ID_PREFIX: &str = "delivery:";
+
+/// What identifies a message across its redeliveries, for counting failed attempts: the message id
+/// when the request carries one, else the digest of the body.
+pub fn attempt_key(req: &PushRequest) -> String {
+    match decode(req) {
+        Ok(m) if !m.id.starts_with(DELIVERY_ID_PREFIX) => m.id,
+        Ok(_) => body_digest(&req.body),
+        Err(_) => fallback_id(req),
+    }
+}
+
 /// A best-effort message id for a request that could not be decoded: the envelope's id when it can
 /// be read, else a digest of the body (so a redelivered poison body is dead-lettered once).
 pub fn fallback_id(req: &PushRequest) -> String {
@@ -172,7 +190,7 @@ fn decode_unwrapped(req: &PushRequest) -> Message {
         .cloned()
         .collect();
     Message {
-        id: req.header("x-goog-pubsub-message-id").map_or_else(|| body_digest(&req.body), str::to_owned),
+        id: req.header("x-goog-pubsub-message-id").map_or_else(delivery_id, str::to_owned),
         data: req.body.clone(),
         attributes,
         publish_time: req.header("x-goog-pubsub-publish-time").map(str::to_owned),
@@ -182,7 +200,20 @@ fn decode_unwrapped(req: &PushRequest) -> Message {
     }
 }
 
-/// `sha256:<hex>` of a body: the id of a message that arrived without one.
+/// A fresh id for a message that arrived without one: 128 random bits (a content digest would make two
+/// real publishes of the same payload one row).
+fn delivery_id() -> String {
+    let mut bytes = [0u8; 16];
+    // The system's randomness cannot fail on any target this runs on; if it ever did, the clock still
+    // separates deliveries.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes = nanos.to_le_bytes();
+    }
+    format!("{DELIVERY_ID_PREFIX}{}", hex::encode(bytes))
+}
+
+/// `sha256:<hex>` of a body: how a request that cannot be decoded is recognized when redelivered.
 pub fn body_digest(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
@@ -261,10 +292,15 @@ mod tests {
     }
 
     #[test]
-    fn unwrapped_without_metadata_gets_a_content_id() {
+    fn unwrapped_without_metadata_gets_a_fresh_id_per_delivery_and_a_stable_attempt_key() {
         let req = PushRequest { headers: vec![], body: b"plain text".to_vec() };
-        let m = decode(&req).expect("decodes");
-        assert_eq!(m.id, body_digest(b"plain text"));
-        assert!(m.id.starts_with("sha256:"));
+        let (a, b) = (decode(&req).expect("decodes"), decode(&req).expect("decodes"));
+        assert!(a.id.starts_with(DELIVERY_ID_PREFIX) && a.id.len() == DELIVERY_ID_PREFIX.len() + 32, "{}", a.id);
+        assert_ne!(a.id, b.id, "two publishes of one payload are two messages");
+        assert_eq!(attempt_key(&req), body_digest(b"plain text"));
+        let with_id =
+            PushRequest { headers: vec![("x-goog-pubsub-message-id".into(), "7".into())], body: b"x".to_vec() };
+        assert_eq!(attempt_key(&with_id), "7");
+        assert_eq!(attempt_key(&wrapped(r#"{"message":{"data":"***","messageId":"1"}}"#)), "1");
     }
 }

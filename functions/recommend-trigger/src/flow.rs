@@ -68,9 +68,10 @@ pub async fn handle<T: Transformer, S: Sink + Upserter, St: State>(
     let result = match route {
         Route::Activity => activity(req, env).await,
         Route::Products => product(req, env).await,
-        Route::Tick => tick(env).await,
+        Route::Tick => return tick(env).await.unwrap_or_else(|a| a),
     };
-    result.unwrap_or_else(|a| a)
+    let reply = contract::dead_letter_state_refusal(result.unwrap_or_else(|a| a).into(), req, env.sink, env.now).await;
+    reply.outcome
 }
 
 async fn activity<T: Transformer, S: Sink + Upserter, St: State>(

@@ -61,6 +61,13 @@ pub fn all() -> &'static [Function] {
                 settings: true,
                 stateful: true,
             },
+            Function {
+                name: "windows",
+                component: components::EVENT_WINDOWS,
+                routes: paths(event_windows::flow::ROUTES),
+                settings: true,
+                stateful: true,
+            },
         ]
     });
     &REGISTRY
@@ -112,7 +119,13 @@ mod tests {
         assert_eq!(find("/push/events/").map(|(i, _, r)| (i, r.kind)), Some((0, Kind::Push)));
         assert_eq!(
             routes(Kind::Tick).collect::<Vec<_>>(),
-            vec!["/push/anomaly/tick", "/push/sensors/tick", "/push/recommend/tick"]
+            vec![
+                "/push/anomaly/tick",
+                "/push/sensors/tick",
+                "/push/recommend/tick",
+                "/push/sessions/tick",
+                "/push/metrics/tick"
+            ]
         );
     }
 }

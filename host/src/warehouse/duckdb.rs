@@ -52,16 +52,28 @@ impl DuckDb {
         let mut staging = Vec::with_capacity(tables.len());
         for t in tables {
             conn.execute_batch(&create_table(t)).map_err(db_error)?;
-            // Rows are appended (DuckDB's bulk path) to a temporary copy without constraints, then
-            // moved with one INSERT ... SELECT per table and flush: ~100x faster than one INSERT per row.
+            // A data dir from an earlier version gets the NULLABLE columns added since (at the end of
+            // the table: every statement below names its columns).
+            for c in t.columns.iter().filter(|c| !c.required) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE \"{}\" ADD COLUMN IF NOT EXISTS \"{}\" {}",
+                    t.name,
+                    c.name,
+                    c.ty.duckdb()
+                ))
+                .map_err(db_error)?;
+            }
+            let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+            let columns = columns.join(", ");
+            // Rows are appended (DuckDB's bulk path) to a temporary copy without constraints, in the
+            // schema's column order, then moved with one INSERT ... SELECT per table and flush: ~100x
+            // faster than one INSERT per row.
             let stage = format!("_staging_{}", t.name);
             conn.execute_batch(&format!(
-                "CREATE TEMP TABLE IF NOT EXISTS \"{stage}\" AS SELECT * FROM \"{}\" LIMIT 0",
+                "CREATE TEMP TABLE IF NOT EXISTS \"{stage}\" AS SELECT {columns}, _insert_id, _inserted_at FROM \"{}\" LIMIT 0",
                 t.name
             ))
             .map_err(db_error)?;
-            let columns: Vec<String> = t.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
-            let columns = columns.join(", ");
             let mv = match t.keyed {
                 None => format!(
                     "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
@@ -210,9 +222,9 @@ mod tests {
     fn dedups_within_and_across_batches() {
         let mut db = DuckDb::in_memory().expect("open");
         let report = db.write(&[event("1", "a"), event("1", "a"), event("2", "b")]).expect("write");
-        assert_eq!(report, WriteReport { refused: vec![], inserted: 2, duplicates: 1 });
+        assert_eq!(report, WriteReport { refused: vec![], inserted: 2, duplicates: 1, failed: vec![] });
         let report = db.write(&[event("2", "b"), event("3", "c")]).expect("write");
-        assert_eq!(report, WriteReport { refused: vec![], inserted: 1, duplicates: 1 });
+        assert_eq!(report, WriteReport { refused: vec![], inserted: 1, duplicates: 1, failed: vec![] });
         assert_eq!(count(&db, "SELECT count(*) FROM streaming_events"), 3);
     }
 
@@ -272,5 +284,31 @@ mod tests {
             )
             .expect("query");
         assert_eq!((minute.as_str(), price), ("10:00", 9.5));
+    }
+
+    #[test]
+    fn a_data_dir_from_before_new_nullable_columns_is_migrated() {
+        let conn = Connection::open_in_memory().expect("open");
+        // `dead_letter` as an earlier version created it: no payload size, digest or truncation flag.
+        conn.execute_batch(
+            "CREATE TABLE dead_letter (message_id VARCHAR NOT NULL, subscription VARCHAR, publish_time VARCHAR, \
+             delivery_attempt BIGINT, attributes JSON, payload VARCHAR, payload_text VARCHAR, stage VARCHAR NOT NULL, \
+             error_reason VARCHAR NOT NULL, error_message VARCHAR, failed_at TIMESTAMP NOT NULL, \
+             _insert_id VARCHAR PRIMARY KEY, _inserted_at TIMESTAMP NOT NULL); \
+             INSERT INTO dead_letter VALUES ('old', NULL, NULL, NULL, '{}', '', NULL, 'decode', 'x', NULL, now(), 'old', now())",
+        )
+        .expect("old table");
+        let mut db = DuckDb::with_connection(conn).expect("migrates");
+        let row = Row {
+            table: "dead_letter".into(),
+            insert_id: "new".into(),
+            json: r#"{"message_id":"new","stage":"decode","error_reason":"r","failed_at":"2024-01-01T00:00:00Z","payload_bytes":12,"payload_sha256":"ab","payload_truncated":false}"#.into(),
+        };
+        assert_eq!(db.write(&[row]).expect("write").inserted, 1);
+        assert_eq!(count(&db, "SELECT payload_bytes FROM dead_letter WHERE message_id = 'new'"), 12);
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM dead_letter WHERE payload_bytes IS NULL AND message_id = 'old'"),
+            1
+        );
     }
 }

@@ -40,6 +40,17 @@ pub struct WriteReport {
     pub inserted: usize,
     /// Rows skipped because their table already had their insert id.
     pub duplicates: usize,
+    /// Rows whose part of the write failed transiently (one table, one request): nothing about them
+    /// is decided, and only the pushes they belong to are answered 503. The other rows are settled.
+    pub failed: Vec<Failed>,
+}
+
+/// Rows of a write that failed transiently, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    /// Indices into the written rows.
+    pub rows: Vec<usize>,
+    pub error: String,
 }
 
 /// A warehouse that commits batches of rows atomically, dedups on insert id and refuses invalid rows

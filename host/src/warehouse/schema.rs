@@ -104,6 +104,10 @@ fn tables() -> Vec<TableSchema> {
                 // Base64 of the payload bytes (BigQuery BYTES travel as base64 too).
                 col("payload", String, false),
                 col("payload_text", String, false),
+                // The whole payload's size and SHA-256 (hex): `payload` keeps at most its first MiB.
+                col("payload_bytes", Int64, false),
+                col("payload_sha256", String, false),
+                col("payload_truncated", Bool, false),
                 col("stage", String, true),
                 col("error_reason", String, true),
                 col("error_message", String, false),
@@ -180,6 +184,52 @@ fn tables() -> Vec<TableSchema> {
                 col("min_value", Float64, true),
                 col("max_value", Float64, true),
                 col("stddev_value", Float64, false),
+                col("closed_by", String, true),
+                col("closed_at", Timestamp, true),
+            ],
+            keyed: None,
+        },
+        // windows: one row per closed session (seed §3.2, `Sessions(gap=30 min)`).
+        TableSchema {
+            name: "user_sessions",
+            columns: vec![
+                col("user_id", String, true),
+                col("session_start", Timestamp, true),
+                col("session_end", Timestamp, true),
+                col("events_count", Int64, true),
+                col("event_types", Int64, true),
+                // Distinct page_url values in order of first view, at most 50.
+                col("pages", Json, true),
+                col("duration_seconds", Float64, true),
+                col("closed_by", String, true),
+                col("closed_at", Timestamp, true),
+            ],
+            keyed: None,
+        },
+        // windows: per minute and event type (seed §3.1, `FixedWindows(60)`).
+        TableSchema {
+            name: "streaming_metrics",
+            columns: vec![
+                col("window_start", Timestamp, true),
+                col("window_end", Timestamp, true),
+                col("event_type", String, true),
+                col("events_count", Int64, true),
+                col("unique_users", Int64, true),
+                col("unique_sessions", Int64, true),
+                col("closed_by", String, true),
+                col("closed_at", Timestamp, true),
+            ],
+            keyed: None,
+        },
+        // windows: per minute, all events (seed §3.2, `Count.Globally`).
+        TableSchema {
+            name: "realtime_dashboard",
+            columns: vec![
+                col("window_start", Timestamp, true),
+                col("window_end", Timestamp, true),
+                col("events_count", Int64, true),
+                col("unique_users", Int64, true),
+                col("unique_sessions", Int64, true),
                 col("closed_by", String, true),
                 col("closed_at", Timestamp, true),
             ],

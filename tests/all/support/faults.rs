@@ -8,10 +8,16 @@ use serde_json::json;
 /// FAULT INJECTION: an HTTP/1 proxy in front of the BigQuery emulator's REST API. Of the insertAll
 /// requests, every 7th is forwarded but its answer held back `hold` (longer than the host's request
 /// timeout: BigQuery wrote the rows, the host never heard), every 5th is answered 429 and every 3rd 503
-/// without reaching BigQuery. Everything else passes through.
+/// without reaching BigQuery (unless started `targeted`, with those periodic faults off). Targeted
+/// faults, on either kind: while `down_table` names a table, its insertAll requests are answered 503;
+/// while `row_errors` is above zero, a request of two rows or more loses its last row on the way and
+/// BigQuery's answer reports that row `backendError` (a transient per-row failure). Everything else
+/// passes through.
 pub struct FaultProxy {
     pub url: String,
     pub injected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub down_table: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    pub row_errors: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,6 +29,15 @@ impl Drop for FaultProxy {
 
 impl FaultProxy {
     pub async fn start(upstream: &str, hold: Duration) -> Self {
+        Self::with(upstream, Some(hold)).await
+    }
+
+    /// Only the targeted faults (`down_table`, `row_errors`).
+    pub async fn targeted(upstream: &str) -> Self {
+        Self::with(upstream, None).await
+    }
+
+    async fn with(upstream: &str, periodic: Option<Duration>) -> Self {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,18 +52,23 @@ impl FaultProxy {
         let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let upstream = upstream.to_owned();
         let counter = Arc::clone(&injected);
+        let down_table: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let row_errors = Arc::new(AtomicUsize::new(0));
+        let (down, errors) = (Arc::clone(&down_table), Arc::clone(&row_errors));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
                 let (client, upstream, seen, injected) =
                     (client.clone(), upstream.clone(), Arc::clone(&seen), Arc::clone(&counter));
+                let (down, errors) = (Arc::clone(&down), Arc::clone(&errors));
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (client, upstream, seen, injected) =
                             (client.clone(), upstream.clone(), Arc::clone(&seen), Arc::clone(&injected));
+                        let (down, errors) = (Arc::clone(&down), Arc::clone(&errors));
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let mut body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                             let insert_all = parts.uri.path().ends_with("/insertAll");
                             let n = if insert_all { seen.fetch_add(1, Ordering::SeqCst) + 1 } else { 0 };
                             let answer = |status: u16, text: &str| {
@@ -59,11 +79,35 @@ impl FaultProxy {
                                         json!({"error": {"code": status, "message": text}}).to_string(),
                                     )))
                             };
-                            if insert_all && n % 7 != 0 && n % 5 == 0 {
+                            let down_now = down.lock().expect("lock").clone();
+                            if insert_all
+                                && down_now
+                                    .is_some_and(|t| parts.uri.path().ends_with(&format!("/tables/{t}/insertAll")))
+                            {
+                                injected.fetch_add(1, Ordering::SeqCst);
+                                return answer(503, "injected: this table's backend is down");
+                            }
+                            // Drop the last row on the way and report it `backendError` below.
+                            let mut lost_row = None;
+                            if insert_all && errors.load(Ordering::SeqCst) > 0 {
+                                let mut request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                                if let Some(rows) = request["rows"].as_array_mut().filter(|r| r.len() >= 2)
+                                    && errors
+                                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                                        .is_ok()
+                                {
+                                    rows.pop();
+                                    lost_row = Some(rows.len());
+                                    injected.fetch_add(1, Ordering::SeqCst);
+                                    body = bytes::Bytes::from(request.to_string());
+                                }
+                            }
+                            let periodic_on = periodic.is_some();
+                            if periodic_on && insert_all && n % 7 != 0 && n % 5 == 0 {
                                 injected.fetch_add(1, Ordering::SeqCst);
                                 return answer(429, "injected: rate limited");
                             }
-                            if insert_all && n % 7 != 0 && n % 3 == 0 {
+                            if periodic_on && insert_all && n % 7 != 0 && n % 3 == 0 {
                                 injected.fetch_add(1, Ordering::SeqCst);
                                 return answer(503, "injected: backend error");
                             }
@@ -81,8 +125,19 @@ impl FaultProxy {
                                 Err(e) => return answer(502, &format!("proxy: {e}")),
                             };
                             let status = response.status().as_u16();
-                            let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                            if insert_all && n % 7 == 0 {
+                            let mut bytes =
+                                response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            if let Some(index) = lost_row.filter(|_| status == 200) {
+                                let mut answer: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+                                let entry = json!({"index": index, "errors": [{"reason": "backendError",
+                                    "location": "", "message": "injected: row not written, retry"}]});
+                                match answer["insertErrors"].as_array_mut() {
+                                    Some(list) => list.push(entry),
+                                    None => answer["insertErrors"] = json!([entry]),
+                                }
+                                bytes = bytes::Bytes::from(answer.to_string());
+                            }
+                            if let Some(hold) = periodic.filter(|_| insert_all && n % 7 == 0) {
                                 injected.fetch_add(1, Ordering::SeqCst);
                                 tokio::time::sleep(hold).await;
                             }
@@ -98,7 +153,7 @@ impl FaultProxy {
                 });
             }
         });
-        Self { url, injected, task }
+        Self { url, injected, down_table, row_errors, task }
     }
 }
 

@@ -4,7 +4,10 @@
 //!
 //! Per-row results: `invalid` rows are refused (dead-lettered by the push handler, with BigQuery's reason
 //! and location); rows reported `stopped` were fine but held back by an invalid neighbour and are
-//! resubmitted alone; 429/5xx/timeouts retry the request with backoff until the flush deadline.
+//! resubmitted alone; rows reported with a transient reason (`backendError`, `internalError`,
+//! `timeout`, `rateLimitExceeded`) are resubmitted after a pause; 429/5xx/timeouts retry the request
+//! with backoff until the flush deadline. Each request settles on its own: one that still fails at the
+//! deadline (or fails for good) reports its unsettled rows as failed, and only their pushes get 503.
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use super::rest::Rest;
 use super::retry::{self, Deadline};
 use super::rows::Prepared;
 use super::{Caps, TableReport, Telemetry};
+use crate::warehouse::Failed;
 
 /// What BigQuery said about one row of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,8 @@ pub enum Verdict {
     Inserted,
     /// Held back because another row of the request was invalid: resubmit.
     Stopped,
+    /// A transient failure of this row alone (BigQuery's `backendError`, `timeout`, ...): resubmit.
+    Transient(String),
     Invalid {
         reason: String,
         location: Option<String>,
@@ -46,6 +52,9 @@ pub fn body(rows: &[Prepared]) -> bytes::Bytes {
         .into()
 }
 
+/// Per-row reasons worth resubmitting the row for (BigQuery's troubleshooting table: retry them).
+const TRANSIENT_ROW_REASONS: &[&str] = &["backendError", "internalError", "timeout", "rateLimitExceeded"];
+
 /// Reads `insertErrors` into one verdict per row of the request.
 pub fn verdicts(response: &Value, rows: usize) -> Vec<Verdict> {
     let mut out = vec![Verdict::Inserted; rows];
@@ -54,14 +63,21 @@ pub fn verdicts(response: &Value, rows: usize) -> Vec<Verdict> {
             continue;
         };
         let errors = entry["errors"].as_array().cloned().unwrap_or_default();
-        // A row is invalid if any of its errors is not `stopped`.
-        out[index] = match errors.iter().find(|e| e["reason"] != "stopped") {
-            Some(e) => Verdict::Invalid {
+        // A row is invalid if any of its errors is neither `stopped` nor transient.
+        let transient = |e: &&Value| TRANSIENT_ROW_REASONS.contains(&e["reason"].as_str().unwrap_or_default());
+        let invalid = errors.iter().find(|e| e["reason"] != "stopped" && !transient(e));
+        out[index] = match (invalid, errors.iter().find(transient)) {
+            (None, Some(e)) => Verdict::Transient(format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default()
+            )),
+            (Some(e), _) => Verdict::Invalid {
                 reason: e["reason"].as_str().unwrap_or("invalid").to_owned(),
                 location: e["location"].as_str().filter(|l| !l.is_empty()).map(str::to_owned),
                 message: e["message"].as_str().unwrap_or_default().to_owned(),
             },
-            None => Verdict::Stopped,
+            (None, None) => Verdict::Stopped,
         };
     }
     out
@@ -86,6 +102,7 @@ pub async fn write(
         let r = r?;
         report.refused.extend(r.refused);
         report.inserted += r.inserted;
+        report.failed.extend(r.failed);
     }
     Ok(report)
 }
@@ -100,19 +117,40 @@ async fn request(
 ) -> Result<TableReport, BigQueryError> {
     let mut report = TableReport::default();
     let mut first = true;
+    let mut last_transient = String::new();
     while !rows.is_empty() {
         let body = body(&rows);
         telemetry.request("insertall", rows.len(), body.len(), first && full);
         first = false;
         let response =
-            retry::until(deadline, || rest.insert_all(table, body.clone()), |_| telemetry.retry("insertall")).await?;
+            match retry::until(deadline, || rest.insert_all(table, body.clone()), |_| telemetry.retry("insertall"))
+                .await
+            {
+                Ok(r) => r,
+                // The table is gone: the whole table fails (and its cached schema is dropped).
+                Err(e @ BigQueryError::Api { status: 404, .. }) => return Err(e),
+                Err(e) => {
+                    // This request's rows stay undecided; the other requests of the flush are not affected.
+                    report.failed.push(Failed {
+                        rows: rows.iter().map(|r| r.index).collect(),
+                        error: format!("table {table}: {e}"),
+                    });
+                    return Ok(report);
+                }
+            };
         let verdicts = verdicts(&response, rows.len());
         let mut stopped = Vec::new();
-        let mut invalid_now = false;
+        let (mut invalid_now, mut transient_now) = (false, false);
         for (row, verdict) in rows.into_iter().zip(verdicts) {
             match verdict {
                 Verdict::Inserted => report.inserted += 1,
                 Verdict::Stopped => stopped.push(row),
+                Verdict::Transient(why) => {
+                    telemetry.retry("insertall");
+                    (last_transient, transient_now) = (why, true);
+                    // Not explained by an invalid neighbour: the pause below applies.
+                    stopped.push(row);
+                }
                 Verdict::Invalid { reason, location, message } => {
                     invalid_now = true;
                     report.refused.push(RowError {
@@ -126,9 +164,15 @@ async fn request(
         }
         // Only `stopped` rows go again, at once when an invalid row explains them; otherwise after a
         // pause, and never past the deadline.
-        if !stopped.is_empty() && !invalid_now {
+        if !stopped.is_empty() && (!invalid_now || transient_now) {
             if deadline.passed() {
-                return Err(deadline.expired("rows kept coming back `stopped`"));
+                let last =
+                    if last_transient.is_empty() { "rows kept coming back `stopped`".into() } else { last_transient };
+                report.failed.push(Failed {
+                    rows: stopped.iter().map(|r| r.index).collect(),
+                    error: format!("table {table}: {}", deadline.expired(last)),
+                });
+                return Ok(report);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -180,8 +224,12 @@ mod tests {
             {"index": 1, "errors": [{"reason": "invalid", "location": "timestamp", "message": "Could not parse 'x' as a timestamp."}]},
             {"index": 0, "errors": [{"reason": "stopped", "location": "", "message": ""}]},
             {"index": 9, "errors": [{"reason": "invalid"}]},
+            {"index": 3, "errors": [{"reason": "backendError", "message": "try again"}]},
+            {"index": 4, "errors": [{"reason": "timeout"}, {"reason": "invalid", "message": "bad"}]},
         ]});
-        let v = verdicts(&response, 3);
+        let v = verdicts(&response, 5);
+        assert_eq!(v[3], Verdict::Transient("backendError: try again".into()));
+        assert!(matches!(&v[4], Verdict::Invalid { message, .. } if message == "bad"), "an invalid reason wins");
         assert_eq!(v[0], Verdict::Stopped);
         assert_eq!(
             v[1],

@@ -33,7 +33,7 @@ use self::rest::{Field, Rest};
 use self::rows::Prepared;
 use self::storage_write::StorageWrite;
 use super::schema;
-use super::{Warehouse, WarehouseError, WriteReport};
+use super::{Failed, Warehouse, WarehouseError, WriteReport};
 use crate::metrics::{ApiLabels, Metrics};
 use crate::warehouse::Backend;
 
@@ -50,6 +50,8 @@ pub struct TableReport {
     pub refused: Vec<RowError>,
     pub inserted: usize,
     pub duplicates: usize,
+    /// Requests that did not settle by the deadline (their rows' pushes are answered 503).
+    pub failed: Vec<Failed>,
 }
 
 /// Request metrics, shared by both APIs.
@@ -92,6 +94,9 @@ struct Inner {
     writer: Writer,
     /// Live schemas of the tables written so far.
     tables: HashMap<String, Vec<Field>>,
+    /// Tables whose last write failed: until the instant, their rows fail at once (so a table that is
+    /// down costs the other tables' pushes one retry deadline now and then, not every flush).
+    cooling: HashMap<String, (tokio::time::Instant, String)>,
     telemetry: Telemetry,
 }
 
@@ -128,6 +133,7 @@ impl BigQuery {
                 rest,
                 writer,
                 tables: HashMap::new(),
+                cooling: HashMap::new(),
                 telemetry: Telemetry { metrics },
             })
         })?;
@@ -186,56 +192,119 @@ impl Inner {
                 None => by_table.push((row.table.clone(), vec![prepared])),
             }
         }
-        for (table, mut rows) in by_table {
-            let Some(mut fields) = self.fields(&table, deadline).await? else {
-                for r in rows {
-                    report.refused.push(RowError {
-                        index: u32::try_from(r.index).unwrap_or(u32::MAX),
-                        reason: "notFound".into(),
-                        location: None,
-                        message: format!("Not found: Table {}:{}.{table}", self.rest.project(), self.rest.dataset()),
-                    });
-                }
+        // Each table settles on its own: a table that fails (or is cooling off after failing) fails
+        // only the pushes with rows in it.
+        for (table, rows) in by_table {
+            let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
+            if let Some((until, why)) = self.cooling.get(&table)
+                && tokio::time::Instant::now() < *until
+            {
+                report.failed.push(Failed { rows: indices, error: format!("{why} (cooling off)") });
                 continue;
-            };
-            match self.config.new_fields {
-                NewFields::Properties => rows.iter_mut().for_each(|r| rows::fold_into_properties(&fields, &mut r.json)),
-                NewFields::AddColumn => {
-                    let new = rows::new_columns(&fields, &rows);
-                    if !new.is_empty() {
-                        let names: Vec<&str> = new.iter().map(|f| f.name.as_str()).collect();
-                        tracing::info!(table, columns = ?names, "adding NULLABLE columns (new_fields = add-column)");
-                        fields =
-                            retry::until(deadline, || self.rest.add_columns(&table, &fields, &new), |_| {}).await?;
-                        self.tables.insert(table.clone(), fields.clone());
+            }
+            let outcome = self.write_table(&table, rows, deadline, &inserted_at, &mut report).await;
+            let error = match outcome {
+                Ok(t) => {
+                    let error = t.failed.first().map(|f| f.error.clone());
+                    report.refused.extend(t.refused);
+                    report.inserted += t.inserted;
+                    report.duplicates += t.duplicates;
+                    report.failed.extend(t.failed);
+                    error
+                }
+                Err(e) => {
+                    if matches!(e, BigQueryError::Api { status: 404, .. }) {
+                        // The table went away under us: read (or create) it again next time.
+                        self.tables.remove(&table);
                     }
+                    let error = format!("table {table}: {e}");
+                    report.failed.push(Failed { rows: indices, error: error.clone() });
+                    Some(error)
+                }
+            };
+            match error {
+                Some(error) => {
+                    tracing::warn!(table, error, "writing the table failed; its pushes will be redelivered");
+                    let until = tokio::time::Instant::now() + self.config.retry_deadline() * 2;
+                    self.cooling.insert(table, (until, error));
+                }
+                None => {
+                    self.cooling.remove(&table);
                 }
             }
-            let mut fitting = Vec::with_capacity(rows.len());
-            for mut r in rows {
-                match rows::type_conflict(&fields, &r.json) {
-                    Some((column, message)) => report.refused.push(invalid(r.index, Some(column), message)),
-                    None => {
-                        rows::finish(&fields, &mut r, &inserted_at);
-                        fitting.push(r);
-                    }
-                }
-            }
-            let rows = fitting;
-            let table_report = match &mut self.writer {
-                Writer::InsertAll => {
-                    let caps =
-                        Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
-                    insert_all::write(&self.rest, &table, rows, caps, deadline, &self.telemetry).await?
-                }
-                Writer::StorageWrite(w) => w.write(&table, &fields, rows, deadline, &self.telemetry).await?,
-            };
-            report.refused.extend(table_report.refused);
-            report.inserted += table_report.inserted;
-            report.duplicates += table_report.duplicates;
         }
         report.refused.sort_by_key(|e| e.index);
         Ok(report)
+    }
+
+    /// Writes one table's rows: its schema (read, created or evolved), per-row checks, then the
+    /// requests. Rows refused before any request go to `flush` (the whole flush's report).
+    async fn write_table(
+        &mut self,
+        table: &str,
+        mut rows: Vec<Prepared>,
+        deadline: Deadline,
+        inserted_at: &str,
+        flush: &mut WriteReport,
+    ) -> Result<TableReport, BigQueryError> {
+        let Some(mut fields) = self.fields(table, deadline).await? else {
+            for r in rows {
+                flush.refused.push(RowError {
+                    index: u32::try_from(r.index).unwrap_or(u32::MAX),
+                    reason: "notFound".into(),
+                    location: None,
+                    message: format!("Not found: Table {}:{}.{table}", self.rest.project(), self.rest.dataset()),
+                });
+            }
+            return Ok(TableReport::default());
+        };
+        match self.config.new_fields {
+            NewFields::Properties => rows.iter_mut().for_each(|r| rows::fold_into_properties(&fields, &mut r.json)),
+            NewFields::AddColumn => {
+                let new = rows::new_columns(&fields, &rows);
+                if !new.is_empty() {
+                    let names: Vec<&str> = new.iter().map(|f| f.name.as_str()).collect();
+                    tracing::info!(table, columns = ?names, "adding NULLABLE columns (new_fields = add-column)");
+                    fields = retry::until(deadline, || self.rest.add_columns(table, &fields, &new), |_| {}).await?;
+                    self.tables.insert(table.to_owned(), fields.clone());
+                }
+            }
+        }
+        let max_row = match self.writer {
+            Writer::InsertAll => self.config.insertall_max_bytes,
+            Writer::StorageWrite(_) => self.config.append_max_bytes,
+        }
+        .saturating_sub(ROW_ENVELOPE_BYTES);
+        let mut fitting = Vec::with_capacity(rows.len());
+        for mut r in rows {
+            if let Some((column, message)) = rows::type_conflict(&fields, &r.json) {
+                flush.refused.push(invalid(r.index, Some(column), message));
+                continue;
+            }
+            rows::finish(&fields, &mut r, inserted_at);
+            // A row that cannot fit in a request even alone would fail its whole request: refuse it alone.
+            let size = serde_json::to_string(&r.json).map_or(0, |j| j.len()) + r.insert_id.len();
+            if size > max_row {
+                let message = format!("row of {size} bytes is over the {max_row} bytes a BigQuery request can carry");
+                flush.refused.push(RowError {
+                    index: u32::try_from(r.index).unwrap_or(u32::MAX),
+                    reason: "rowTooLarge".into(),
+                    location: None,
+                    message,
+                });
+                continue;
+            }
+            fitting.push(r);
+        }
+        let rows = fitting;
+        Ok(match &mut self.writer {
+            Writer::InsertAll => {
+                let caps =
+                    Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
+                insert_all::write(&self.rest, table, rows, caps, deadline, &self.telemetry).await?
+            }
+            Writer::StorageWrite(w) => w.write(table, &fields, rows, deadline, &self.telemetry).await?,
+        })
     }
 
     /// The table's live columns: cached, else read, else created (built-in tables, `auto_create`).
@@ -259,6 +328,10 @@ impl Inner {
         Ok(fields)
     }
 }
+
+/// What a request spends around a row's JSON (insertAll's `{"insertId":..,"json":..}` and the
+/// request envelope; AppendRows' framing): a row must fit in the request cap with this to spare.
+const ROW_ENVELOPE_BYTES: usize = 1024;
 
 /// A row refused as `invalid` (BigQuery's reason for a row that can never be written).
 fn invalid(index: usize, location: Option<String>, message: String) -> RowError {

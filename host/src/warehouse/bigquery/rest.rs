@@ -80,7 +80,8 @@ pub fn partition_field(table: &TableSchema, partition: Partition) -> &'static st
         (Partition::EventTime, "streaming_events" | "sensor_readings" | "sensor_anomalies") => "timestamp",
         (Partition::EventTime, "dead_letter") => "failed_at",
         (Partition::EventTime, "traffic_anomalies") => "minute",
-        (Partition::EventTime, "sensor_aggregates") => "window_start",
+        (Partition::EventTime, "sensor_aggregates" | "streaming_metrics" | "realtime_dashboard") => "window_start",
+        (Partition::EventTime, "user_sessions") => "session_start",
         _ => "_inserted_at",
     }
 }
@@ -93,6 +94,8 @@ pub fn clustering(table: &TableSchema) -> &'static [&'static str] {
         "sensor_readings" => &["location", "sensor_id"],
         "sensor_anomalies" => &["sensor_id"],
         "sensor_aggregates" => &["location", "sensor_type"],
+        "user_sessions" => &["user_id"],
+        "streaming_metrics" => &["event_type"],
         _ => &[],
     }
 }
