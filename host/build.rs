@@ -50,8 +50,10 @@ fn guests_in(dir: &Path, test_only: bool) -> Vec<Guest> {
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    // Relative to host/ (cargo reads them from the package root): absolute paths would tie the build
+    // script's freshness to whichever checkout ran it first when clones share one target dir.
     for watched in ["functions", "wit", "tests/components", "Cargo.lock", "Cargo.toml"] {
-        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+        println!("cargo:rerun-if-changed=../{watched}");
     }
     let mut guests = guests_in(&root.join("functions"), false);
     guests.extend(guests_in(&root.join("tests/components"), true));

@@ -115,7 +115,7 @@ impl FaultProxy {
                                 .method(parts.method)
                                 .uri(format!("{upstream}{}", parts.uri.path_and_query().map_or("", |p| p.as_str())));
                             for (k, v) in &parts.headers {
-                                if k != http::header::HOST {
+                                if k != http::header::HOST && k != http::header::CONTENT_LENGTH {
                                     forward = forward.header(k, v);
                                 }
                             }

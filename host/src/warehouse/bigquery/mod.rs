@@ -37,6 +37,9 @@ use super::{Failed, Warehouse, WarehouseError, WriteReport};
 use crate::metrics::{ApiLabels, Metrics};
 use crate::warehouse::Backend;
 
+/// How long creating the dataset's tables and views at start may take.
+const STARTUP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Request caps, named after the API limits they respect.
 #[derive(Debug, Clone, Copy)]
 pub struct Caps {
@@ -138,8 +141,9 @@ impl BigQuery {
             })
         })?;
         if config.auto_create {
-            // The built-in tables exist from the start, so views and queries can rely on them.
-            let deadline = Deadline::after(config.retry_deadline());
+            // The built-in tables exist from the start, so views and queries can rely on them. Start-up
+            // is not a flush: it gets its own deadline, not the pushes' `retry_deadline_ms`.
+            let deadline = Deadline::after(config.retry_deadline().max(STARTUP_DEADLINE));
             for table in schema::builtin() {
                 runtime.block_on(inner.fields(table.name, deadline))?;
             }
@@ -193,7 +197,13 @@ impl Inner {
             }
         }
         // Each table settles on its own: a table that fails (or is cooling off after failing) fails
-        // only the pushes with rows in it.
+        // only the pushes with rows in it. Schemas and row checks go table by table (they mutate the
+        // caches); the requests of insertAll then run for all tables at once, each request retried on
+        // its own until the flush deadline, so a table that keeps failing does not use up the others'
+        // time. The Storage Write API writes the tables one after another (its streams and ledger are
+        // per table state): there a failing table can run the flush out of time for the tables after it
+        // once, and then cools off.
+        let mut ready: Vec<(String, Vec<usize>, Vec<Field>, Vec<Prepared>)> = Vec::new();
         for (table, rows) in by_table {
             let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
             if let Some((until, why)) = self.cooling.get(&table)
@@ -202,34 +212,31 @@ impl Inner {
                 report.failed.push(Failed { rows: indices, error: format!("{why} (cooling off)") });
                 continue;
             }
-            let outcome = self.write_table(&table, rows, deadline, &inserted_at, &mut report).await;
-            let error = match outcome {
-                Ok(t) => {
-                    let error = t.failed.first().map(|f| f.error.clone());
-                    report.refused.extend(t.refused);
-                    report.inserted += t.inserted;
-                    report.duplicates += t.duplicates;
-                    report.failed.extend(t.failed);
-                    error
+            match self.prepare_table(&table, rows, deadline, &inserted_at, &mut report).await {
+                Ok(Some((fields, rows))) => ready.push((table, indices, fields, rows)),
+                Ok(None) => {}
+                Err(e) => self.settle(&table, indices, Err(e), &mut report),
+            }
+        }
+        match &mut self.writer {
+            Writer::InsertAll => {
+                let caps = Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
+                let (rest, telemetry) = (&self.rest, &self.telemetry);
+                let written = futures::future::join_all(
+                    ready.iter_mut().map(|(table, _, _, rows)| {
+                        insert_all::write(rest, table, std::mem::take(rows), caps, deadline, telemetry)
+                    }),
+                )
+                .await;
+                for ((table, indices, _, _), outcome) in ready.into_iter().zip(written) {
+                    self.settle(&table, indices, outcome, &mut report);
                 }
-                Err(e) => {
-                    if matches!(e, BigQueryError::Api { status: 404, .. }) {
-                        // The table went away under us: read (or create) it again next time.
-                        self.tables.remove(&table);
-                    }
-                    let error = format!("table {table}: {e}");
-                    report.failed.push(Failed { rows: indices, error: error.clone() });
-                    Some(error)
-                }
-            };
-            match error {
-                Some(error) => {
-                    tracing::warn!(table, error, "writing the table failed; its pushes will be redelivered");
-                    let until = tokio::time::Instant::now() + self.config.retry_deadline() * 2;
-                    self.cooling.insert(table, (until, error));
-                }
-                None => {
-                    self.cooling.remove(&table);
+            }
+            Writer::StorageWrite(_) => {
+                for (table, indices, fields, rows) in ready {
+                    let Writer::StorageWrite(w) = &mut self.writer else { unreachable!("matched above") };
+                    let outcome = w.write(&table, &fields, rows, deadline, &self.telemetry).await;
+                    self.settle(&table, indices, outcome, &mut report);
                 }
             }
         }
@@ -237,16 +244,55 @@ impl Inner {
         Ok(report)
     }
 
-    /// Writes one table's rows: its schema (read, created or evolved), per-row checks, then the
-    /// requests. Rows refused before any request go to `flush` (the whole flush's report).
-    async fn write_table(
+    /// Adds one table's outcome to the flush's report and keeps its cool-off up to date.
+    fn settle(
+        &mut self,
+        table: &str,
+        indices: Vec<usize>,
+        outcome: Result<TableReport, BigQueryError>,
+        report: &mut WriteReport,
+    ) {
+        let error = match outcome {
+            Ok(t) => {
+                let error = t.failed.first().map(|f| f.error.clone());
+                report.refused.extend(t.refused);
+                report.inserted += t.inserted;
+                report.duplicates += t.duplicates;
+                report.failed.extend(t.failed);
+                error
+            }
+            Err(e) => {
+                if matches!(e, BigQueryError::Api { status: 404, .. }) {
+                    // The table went away under us: read (or create) it again next time.
+                    self.tables.remove(table);
+                }
+                let error = format!("table {table}: {e}");
+                report.failed.push(Failed { rows: indices, error: error.clone() });
+                Some(error)
+            }
+        };
+        match error {
+            Some(error) => {
+                tracing::warn!(table, error, "writing the table failed; its pushes will be redelivered");
+                let until = tokio::time::Instant::now() + self.config.retry_deadline() * 2;
+                self.cooling.insert(table.to_owned(), (until, error));
+            }
+            None => {
+                self.cooling.remove(table);
+            }
+        }
+    }
+
+    /// Gets one table's rows ready: its schema (read, created or evolved) and per-row checks. Rows
+    /// refused here go to `flush` (the whole flush's report); `None`: nothing left to write.
+    async fn prepare_table(
         &mut self,
         table: &str,
         mut rows: Vec<Prepared>,
         deadline: Deadline,
         inserted_at: &str,
         flush: &mut WriteReport,
-    ) -> Result<TableReport, BigQueryError> {
+    ) -> Result<Option<(Vec<Field>, Vec<Prepared>)>, BigQueryError> {
         let Some(mut fields) = self.fields(table, deadline).await? else {
             for r in rows {
                 flush.refused.push(RowError {
@@ -256,7 +302,7 @@ impl Inner {
                     message: format!("Not found: Table {}:{}.{table}", self.rest.project(), self.rest.dataset()),
                 });
             }
-            return Ok(TableReport::default());
+            return Ok(None);
         };
         match self.config.new_fields {
             NewFields::Properties => rows.iter_mut().for_each(|r| rows::fold_into_properties(&fields, &mut r.json)),
@@ -296,15 +342,7 @@ impl Inner {
             }
             fitting.push(r);
         }
-        let rows = fitting;
-        Ok(match &mut self.writer {
-            Writer::InsertAll => {
-                let caps =
-                    Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
-                insert_all::write(&self.rest, table, rows, caps, deadline, &self.telemetry).await?
-            }
-            Writer::StorageWrite(w) => w.write(table, &fields, rows, deadline, &self.telemetry).await?,
-        })
+        Ok((!fitting.is_empty()).then_some((fields, fitting)))
     }
 
     /// The table's live columns: cached, else read, else created (built-in tables, `auto_create`).
