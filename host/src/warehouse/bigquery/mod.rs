@@ -220,13 +220,12 @@ impl Inner {
         }
         match &mut self.writer {
             Writer::InsertAll => {
-                let caps = Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
+                let caps =
+                    Caps { max_rows: self.config.insertall_max_rows, max_bytes: self.config.insertall_max_bytes };
                 let (rest, telemetry) = (&self.rest, &self.telemetry);
-                let written = futures::future::join_all(
-                    ready.iter_mut().map(|(table, _, _, rows)| {
-                        insert_all::write(rest, table, std::mem::take(rows), caps, deadline, telemetry)
-                    }),
-                )
+                let written = futures::future::join_all(ready.iter_mut().map(|(table, _, _, rows)| {
+                    insert_all::write(rest, table, std::mem::take(rows), caps, deadline, telemetry)
+                }))
                 .await;
                 for ((table, indices, _, _), outcome) in ready.into_iter().zip(written) {
                     self.settle(&table, indices, outcome, &mut report);
