@@ -68,6 +68,7 @@ fn every_import_is_provided_by_the_host_and_by_spin_with_the_adapters() {
     let expected_gap = vec![
         "anomaly-check: tributary:pipeline/state@0.1.0".to_owned(),
         "recommend-trigger: tributary:pipeline/state@0.1.0".to_owned(),
+        "windows: tributary:pipeline/state@0.1.0".to_owned(),
     ];
     assert_eq!(missing_spin, expected_gap, "imports Spin plus the adapters do not provide");
 }
