@@ -193,14 +193,15 @@ async fn scenario(name: &str, state_config: &str) {
 
     // First half, then SIGKILL: every acked push's state must survive.
     let n = publish_traffic(&pubsub, &events[..split]).await;
-    let s = publish_sensors(&pubsub, sensor_base, 0..14).await;
+    // Split at a 5-minute window boundary: a window the idle timer closes while the host is down is complete.
+    let s = publish_sensors(&pubsub, sensor_base, 0..15).await;
     wait_acked(&host, "/push/anomaly", n).await;
     wait_acked(&host, "/push/sensors", s).await;
     host.kill();
     let host = Host::start_at(&data, addr, admin, &config).await;
 
     publish_traffic(&pubsub, &events[split..]).await;
-    publish_sensors(&pubsub, sensor_base, 14..SENSOR_MINUTES).await;
+    publish_sensors(&pubsub, sensor_base, 15..SENSOR_MINUTES).await;
     let bad = [
         json!({"sensor_id": "s9", "sensor_type": "noise", "value": 1, "timestamp": rfc3339(sensor_base)}),
         json!({"sensor_id": "s1", "sensor_type": "temperature", "value": "hot", "timestamp": rfc3339(sensor_base)}),
