@@ -99,6 +99,12 @@ impl DuckDb {
             let clear = format!("DELETE FROM \"{stage}\"");
             staging.push(Staging { table: stage, move_rows: mv, clear });
         }
+        // The shipped views (`sql/`), as `tributary bigquery views` creates them in BigQuery: the
+        // dashboard reads them, and so can `tributary sql`.
+        for (name, sql) in crate::warehouse::sql::VIEWS {
+            conn.execute_batch(&crate::warehouse::sql::render_duckdb(sql))
+                .map_err(|e| WarehouseError::Write(format!("creating view {name}: {e}")))?;
+        }
         Ok(Self { conn, tables, staging })
     }
 
@@ -168,7 +174,7 @@ impl Warehouse for DuckDb {
     }
 }
 
-fn create_table(t: &TableSchema) -> String {
+pub(crate) fn create_table(t: &TableSchema) -> String {
     let columns: Vec<String> = t
         .columns
         .iter()

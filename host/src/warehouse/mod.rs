@@ -4,6 +4,7 @@
 pub mod bigquery;
 pub mod duckdb;
 pub mod schema;
+pub mod sql;
 
 use serde::Deserialize;
 use tributary_model::{Row, RowError};

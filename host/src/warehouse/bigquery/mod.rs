@@ -62,6 +62,10 @@ pub struct Telemetry {
     metrics: Arc<Metrics>,
 }
 
+/// One table of a flush that passed its checks: its name, the rows' indices in the flush, its
+/// schema and the prepared rows.
+type ReadyTable = (String, Vec<usize>, Vec<Field>, Vec<Prepared>);
+
 impl Telemetry {
     #[expect(clippy::cast_precision_loss, reason = "histograms of sizes")]
     pub fn request(&self, api: &str, rows: usize, bytes: usize, full: bool) {
@@ -203,7 +207,7 @@ impl Inner {
         // time. The Storage Write API writes the tables one after another (its streams and ledger are
         // per table state): there a failing table can run the flush out of time for the tables after it
         // once, and then cools off.
-        let mut ready: Vec<(String, Vec<usize>, Vec<Field>, Vec<Prepared>)> = Vec::new();
+        let mut ready: Vec<ReadyTable> = Vec::new();
         for (table, rows) in by_table {
             let indices: Vec<usize> = rows.iter().map(|r| r.index).collect();
             if let Some((until, why)) = self.cooling.get(&table)

@@ -1,5 +1,5 @@
-//! The seed's analytics SQL shipped with the binary (`sql/*.sql`): `tributary bigquery views` creates
-//! the views in the configured dataset; `tributary bigquery ddl` prints the tables' DDL, generated from
+//! The seed's analytics SQL shipped with the binary ([`crate::warehouse::sql`]): `tributary bigquery views`
+//! creates the views in the configured dataset; `tributary bigquery ddl` prints the tables' DDL, generated from
 //! the same schemas the host creates the tables from (seed §6.2 for the events).
 
 use std::fmt::Write as _;
@@ -8,13 +8,7 @@ use super::config::Partition;
 use super::error::BigQueryError;
 use super::rest::{self, Rest};
 use crate::warehouse::schema;
-
-/// Views, in creation order: (name, SQL with placeholders).
-pub const VIEWS: &[(&str, &str)] = &[
-    ("realtime_activity", include_str!("../../../../sql/realtime_activity.sql")),
-    ("traffic_last_hour", include_str!("../../../../sql/traffic_last_hour.sql")),
-    ("dashboard_summary", include_str!("../../../../sql/dashboard.sql")),
-];
+use crate::warehouse::sql::{VIEWS, render_bigquery as render};
 
 /// `CREATE TABLE IF NOT EXISTS` for every built-in table, as `tributary up` would create them.
 pub fn ddl(project: &str, dataset: &str, partition: Partition) -> String {
@@ -37,11 +31,6 @@ pub fn ddl(project: &str, dataset: &str, partition: Partition) -> String {
         out.push_str(";\n");
     }
     out
-}
-
-/// Fills the placeholders.
-pub fn render(sql: &str, project: &str, dataset: &str) -> String {
-    sql.replace("{project}", project).replace("{dataset}", dataset)
 }
 
 /// `<table>_latest` for every keyed table: the newest row per key. BigQuery has no upsert without
