@@ -5,7 +5,7 @@
 //!
 //! - [`start`]: one host, step by step (warehouse, state, functions, listeners, timer);
 //! - [`config`]: loads `tributary.toml` (each section's struct and checks live with its owner below);
-//! - [`server`] (function routes, insertAll), [`admin`] (loopback admin routes), [`timer`],
+//! - [`server`] (function routes, insertAll), [`admin`] (loopback admin routes), [`dashboard`], [`timer`],
 //!   [`push_auth`], [`insert_api`];
 //! - [`functions`]: the registry of every function, its [`instances`](functions::instances) and the
 //!   benchmark's [`native`](functions::native) baseline;
@@ -20,6 +20,7 @@ pub mod capabilities;
 pub mod client;
 pub mod components;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod functions;
 pub mod group_commit;

@@ -48,6 +48,17 @@ enum Command {
         #[arg(long, default_value = ".tributary")]
         data: PathBuf,
     },
+    /// See the whole system move: a host with generated web, shop and sensor traffic, and its live dashboard.
+    Demo {
+        #[command(flatten)]
+        options: cli::demo::DemoOptions,
+        /// Data directory (overrides `data_dir`; the demo's default is ./.tributary-demo, apart from `up`'s).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Configuration file (TOML); every key has a default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Benchmark the wasm push path against the native baseline in one run.
     Bench(cli::bench::BenchOptions),
     /// Bulk-load data through a running host's functions.
@@ -105,6 +116,11 @@ fn main() -> anyhow::Result<()> {
             let report = cli::load::products(host, &file, concurrency).await?;
             println!("{report}");
             Ok(())
+        }),
+        Command::Demo { options, data, config } => runtime.block_on(async {
+            let mut cfg = Config::load(config.as_deref())?;
+            cfg.data_dir = data.unwrap_or_else(|| PathBuf::from(".tributary-demo"));
+            cli::demo::run(cfg, options).await
         }),
         Command::Bench(options) => runtime.block_on(async {
             let report = cli::bench::run(&options).await?;

@@ -5,7 +5,8 @@
 //!   runs before anything else.
 //! - **internal** (`admin_listen`, loopback unless `allow_remote_admin`): the tick routes (the timer and
 //!   outside schedulers), BigQuery's insertAll (sink adapters, tools), and the admin routes
-//!   ([`crate::admin`]). Requests must be addressed to an IP or `localhost` and carry no `Origin`, so
+//!   ([`crate::admin`]), and the live dashboard ([`crate::dashboard`]). Requests must be addressed to
+//!   an IP or `localhost` and carry no `Origin` (the dashboard's own page reading its data aside), so
 //!   a web page cannot reach it (DNS rebinding, cross-site posts).
 //!
 //! Every body is read whole, within its route's size limit and the body timeout, before the request
@@ -275,17 +276,33 @@ impl Routes for App {
     }
 }
 
-/// The internal listener: ticks and insertAll through the [`App`], the rest through the [`Admin`].
+/// The internal listener: ticks and insertAll through the [`App`], the live dashboard, the rest
+/// through the [`Admin`].
 pub struct Internal {
     pub app: Arc<App>,
     pub admin: Arc<Admin>,
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 impl Routes for Internal {
     async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let header = |name| req.headers().get(name).and_then(|v: &http::HeaderValue| v.to_str().ok());
-        if let Err(reason) = internal_request_allowed(header(header::HOST), header(header::ORIGIN)) {
+        let (host, mut origin) = (header(header::HOST), header(header::ORIGIN));
+        // The dashboard's own page may read the dashboard's data (a same-origin read; nothing else).
+        let reads_dashboard =
+            matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path().starts_with("/dashboard");
+        if reads_dashboard
+            && origin.is_some()
+            && host.is_some()
+            && origin == host.map(|h| format!("http://{h}")).as_deref()
+        {
+            origin = None;
+        }
+        if let Err(reason) = internal_request_allowed(host, origin) {
             return text(StatusCode::FORBIDDEN, format!("{reason}\n"));
+        }
+        if let Some(resp) = self.dashboard.route(req.method(), req.uri().path(), req.headers()).await {
+            return resp;
         }
         match self.app.route_internal(req).await {
             Ok(resp) => resp,

@@ -68,7 +68,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let metrics = Metrics::new();
-    let (warehouse, reader, fault) = open_warehouse(config, &metrics).await?;
+    let (warehouse, reader, dashboard, fault) = open_warehouse(config, &metrics).await?;
+    let dashboard = Arc::new(crate::dashboard::Dashboard::new(dashboard, Arc::clone(&metrics)));
     let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
     let store = state::open(&config.state, &config.data_dir).await.context("opening the state store")?;
 
@@ -112,7 +113,7 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
             max_failed_deliveries: config.guest.max_failed_deliveries,
         },
     });
-    let internal = Arc::new(Internal { app: Arc::clone(&app), admin: Arc::new(Admin { reader, fault }) });
+    let internal = Arc::new(Internal { app: Arc::clone(&app), admin: Arc::new(Admin { reader, fault }), dashboard });
     let mut servers = vec![
         tokio::spawn(listener::serve(listener, app, stopped.clone(), drain, config.http.clone())),
         tokio::spawn(listener::serve(admin_listener, internal, stopped.clone(), drain, config.http.clone())),
@@ -145,6 +146,8 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 
 /// The embedded reader for `/query`, when the warehouse is the embedded one.
 type Reader = Option<Mutex<duckdb::Connection>>;
+/// Where the dashboard reads its figures.
+type DashboardSource = crate::dashboard::Source;
 /// The fault-injection switch, when `testing.fault_injection` is on.
 type Fault = Option<Arc<std::sync::atomic::AtomicU8>>;
 
@@ -152,13 +155,14 @@ type Fault = Option<Arc<std::sync::atomic::AtomicU8>>;
 async fn open_warehouse(
     config: &Config,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<(Box<dyn Warehouse>, Reader, Fault)> {
-    let (warehouse, reader): (Box<dyn Warehouse>, _) = match config.sink.backend {
+) -> anyhow::Result<(Box<dyn Warehouse>, Reader, DashboardSource, Fault)> {
+    let (warehouse, reader, dashboard): (Box<dyn Warehouse>, _, _) = match config.sink.backend {
         Backend::Embedded => {
             let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
             let reader = db.reader()?;
             crate::admin::lock_down(&reader).context("turning off the warehouse's external access")?;
-            (Box::new(db), Some(Mutex::new(reader)))
+            let dashboard = db.reader()?;
+            (Box::new(db), Some(Mutex::new(reader)), DashboardSource::Embedded(Mutex::new(dashboard)))
         }
         backend => {
             let (bq, dir, m) = (config.bigquery.clone(), config.data_dir.clone(), Arc::clone(metrics));
@@ -166,15 +170,19 @@ async fn open_warehouse(
                 .await?
                 .with_context(|| format!("connecting to BigQuery ({backend:?})"))?;
             tracing::info!(backend = ?backend, project = %config.bigquery.project, dataset = %config.bigquery.dataset, "sink writes to BigQuery");
-            (Box::new(warehouse), None)
+            let auth = crate::warehouse::bigquery::auth::Auth::new(config.bigquery.credentials)
+                .await
+                .context("BigQuery credentials for the dashboard")?;
+            let rest = crate::warehouse::bigquery::rest::Rest::new(&config.bigquery, Arc::new(auth))?;
+            (Box::new(warehouse), None, DashboardSource::BigQuery(rest))
         }
     };
     if !config.testing.fault_injection {
-        return Ok((warehouse, reader, None));
+        return Ok((warehouse, reader, dashboard, None));
     }
     let (switch, flag) = FaultSwitch::new(warehouse);
     tracing::warn!("testing.fault_injection is on: PUT /faults/sink on the admin listener fails warehouse writes");
-    Ok((Box::new(switch), reader, Some(flag)))
+    Ok((Box::new(switch), reader, dashboard, Some(flag)))
 }
 
 /// Compiles every function of the registry and the transform they call (in parallel, off the async

@@ -327,7 +327,7 @@ async fn shipped_views_compute_the_seed_metrics() {
         .expect("tributary bigquery views");
     assert!(out.status.success(), "views: {}", String::from_utf8_lossy(&out.stderr));
     let created = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(created.lines().count(), 5, "{created}");
+    assert_eq!(created.lines().count(), 13, "{created}");
     assert!(created.contains("realtime_user_recs_latest") && created.contains("products_latest"), "{created}");
 
     // The same computation, independently.
@@ -366,6 +366,26 @@ async fn shipped_views_compute_the_seed_metrics() {
         (total as f64, total as f64)
     );
     assert_eq!(bq.count("SELECT SUM(events) FROM tributary.dashboard_summary"), total);
+
+    // The live dashboard of a BigQuery host reads the same views through jobs.query: its window is the
+    // 30 minutes before the newest event (minute 2), so minutes 2..=31 count; the chart has them all.
+    let in_window: usize = plan.iter().filter(|(k, _)| *k < 32).map(|&(_, n)| n).sum();
+    let url = format!("http://{}/dashboard/data", host.admin);
+    let (status, body) = crate::support::http_raw("GET", &url, Vec::new(), &[("cache-control", "no-cache")]).await;
+    assert_eq!(status, 200, "{body}");
+    let d: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(d["status"]["errors"], json!([]), "{d}");
+    assert_eq!(d["status"]["warehouse"], "bigquery");
+    assert_eq!(
+        (d["total_events"].as_u64(), d["active_users"].as_u64()),
+        (Some(in_window as u64), Some(in_window as u64)),
+        "{d}"
+    );
+    let charted: u64 =
+        d["events_per_minute"].as_array().expect("chart").iter().filter_map(|m| m["events"].as_u64()).sum();
+    assert_eq!(charted, total as u64, "{d}");
+    assert_eq!(d["conversion_funnel"][0], json!({"step": "page_view", "users": in_window, "rate": 1.0}), "{d}");
+    assert_eq!(d["top_pages"], json!([]), "no page_url in these events");
 }
 
 /// FAULT INJECTION: the Storage Write endpoint goes down three times for 1.5 s while pushes arrive,

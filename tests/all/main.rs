@@ -7,6 +7,7 @@ mod support;
 mod anomaly;
 mod bigquery;
 mod cli;
+mod dashboard;
 mod faults;
 mod first_run;
 mod guest_isolation;

@@ -27,7 +27,9 @@ pub fn render_bigquery(sql: &str, project: &str, dataset: &str) -> String {
 /// DuckDB: `` `{project}.{dataset}.t` `` becomes `"t"`, `TIMESTAMP_TRUNC(x, UNIT)` becomes
 /// `date_trunc('unit', x)`, `TIMESTAMP_SUB(x, INTERVAL …)` becomes `(x - INTERVAL …)`, and
 /// `CURRENT_TIMESTAMP` becomes the current UTC time as a `TIMESTAMP` (the tables' type; DuckDB's own
-/// `CURRENT_TIMESTAMP` has a time zone). `JSON_VALUE` and `INTERVAL n UNIT` are spelled alike.
+/// `CURRENT_TIMESTAMP` has a time zone), and `JSON_VALUE(j, path)` (a string in BigQuery) becomes
+/// `json_extract_string(j, path)` (DuckDB's `json_value` returns JSON, quotes included).
+/// `INTERVAL n UNIT` is spelled alike.
 pub fn render_duckdb(sql: &str) -> String {
     let sql = sql.replace("`{project}.{dataset}.", "\"").replace('`', "\"");
     let sql = rewrite_calls(&sql, "TIMESTAMP_TRUNC(", |args| match args.rsplit_once(',') {
@@ -38,7 +40,8 @@ pub fn render_duckdb(sql: &str) -> String {
         Some((expr, interval)) => format!("({} - {})", expr.trim(), interval.trim()),
         None => format!("TIMESTAMP_SUB({args})"),
     });
-    sql.replace("CURRENT_TIMESTAMP()", "CURRENT_TIMESTAMP")
+    sql.replace("JSON_VALUE(", "json_extract_string(")
+        .replace("CURRENT_TIMESTAMP()", "CURRENT_TIMESTAMP")
         .replace("CURRENT_TIMESTAMP", "make_timestamp(epoch_us(get_current_timestamp()))")
 }
 
@@ -88,6 +91,13 @@ mod tests {
              AND f(date_trunc('hour', g(x, y))) > 0"
         );
         assert_eq!(render_bigquery("`{project}.{dataset}.t`", "p", "d"), "`p.d.t`");
+        // JSON_VALUE is a string in both, not JSON (no quotes).
+        let conn = duckdb::Connection::open_in_memory().expect("open");
+        let sql = render_duckdb(
+            r#"SELECT COALESCE(JSON_VALUE(CAST('{"r": "google"}' AS JSON), '$.r'), 'direct') || '/' || COALESCE(JSON_VALUE(CAST('{}' AS JSON), '$.r'), 'direct')"#,
+        );
+        let got: String = conn.query_row(&sql, [], |r| r.get(0)).expect("query");
+        assert_eq!(got, "google/direct");
     }
 
     #[test]

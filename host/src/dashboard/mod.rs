@@ -1,0 +1,197 @@
+//! The live dashboard (seed §7.1), on the internal listener: `GET /dashboard` (the page, embedded in
+//! the binary), `GET /dashboard/data` (its figures as JSON) and `GET /dashboard/chart.svg` (events
+//! and users per minute, drawn by plotters).
+//!
+//! The figures come from the shipped `dashboard_*` views ([`crate::warehouse::sql`]), so the page
+//! shows exactly what `tributary sql` or `bq query` would: from the embedded warehouse through a
+//! read-only connection of its own, or from BigQuery through `jobs.query`. One computation serves
+//! every viewer for a second (single flight: a page per viewer never multiplies the queries);
+//! `Cache-Control: no-cache` asks for a fresh one. Beside the figures, the host's own view of itself:
+//! whether the data is stale (no event in the last two minutes of event time), whether pushes were
+//! refused as overloaded (429) or unavailable (503) in the last 30 seconds, the rows waiting in the
+//! group commit.
+
+mod chart;
+mod figures;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use serde_json::Value;
+
+use crate::functions::{self, Kind};
+use crate::listener::{Body, text};
+use crate::metrics::{Metrics, PushLabels};
+use crate::warehouse::bigquery::rest::Rest;
+
+pub use figures::{Raw, figures};
+
+/// The page, with its styles and script inline (no CDN: it works with no internet).
+const PAGE: &str = include_str!("page.html");
+/// How long one computation of the figures serves every viewer.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+/// A refusal (429/503) within this long shows on the page.
+const RECENT: Duration = Duration::from_secs(30);
+
+/// Where the figures are read.
+pub enum Source {
+    /// The embedded warehouse, through a read-only connection of the dashboard's own.
+    Embedded(Mutex<duckdb::Connection>),
+    /// A BigQuery dataset where `tributary bigquery views` created the views.
+    BigQuery(Rest),
+}
+
+impl Source {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::BigQuery(_) => "bigquery",
+        }
+    }
+
+    /// Every row of `view`, as JSON objects, in the order `order_by` gives.
+    async fn rows(self: &Arc<Self>, view: &'static str, order_by: &'static str) -> Result<Vec<Value>, String> {
+        match &**self {
+            Self::Embedded(_) => {
+                let me = Arc::clone(self);
+                tokio::task::spawn_blocking(move || {
+                    let Self::Embedded(conn) = &*me else { unreachable!("matched above") };
+                    let conn = conn.lock().map_err(|_| String::from("the dashboard's connection is poisoned"))?;
+                    crate::admin::query_json(&conn, &format!("SELECT * FROM \"{view}\" {order_by}"))
+                        .map_err(|e| format!("{view}: {e}"))
+                })
+                .await
+                .map_err(|e| format!("{view}: the query task failed: {e}"))?
+            }
+            Self::BigQuery(rest) => {
+                let sql = format!("SELECT * FROM `{}.{}.{view}` {order_by}", rest.project(), rest.dataset());
+                let response = rest.query(&sql).await.map_err(|e| {
+                    format!("{view}: {e} (create the views with `tributary bigquery views` if they are missing)")
+                })?;
+                figures::bigquery_rows(&response).map_err(|e| format!("{view}: {e}"))
+            }
+        }
+    }
+}
+
+/// When pushes were last refused.
+struct Refusals {
+    overloaded: (u64, Option<Instant>),
+    unavailable: (u64, Option<Instant>),
+}
+
+/// The dashboard's routes and its cache.
+pub struct Dashboard {
+    source: Arc<Source>,
+    metrics: Arc<Metrics>,
+    cache: tokio::sync::Mutex<Option<(Instant, Arc<Value>)>>,
+    refusals: Mutex<Refusals>,
+}
+
+impl Dashboard {
+    pub fn new(source: Source, metrics: Arc<Metrics>) -> Self {
+        Self {
+            source: Arc::new(source),
+            metrics,
+            cache: tokio::sync::Mutex::new(None),
+            refusals: Mutex::new(Refusals { overloaded: (0, None), unavailable: (0, None) }),
+        }
+    }
+
+    /// Answers the dashboard's routes; `None` for any other path.
+    pub async fn route(&self, method: &Method, path: &str, headers: &http::HeaderMap) -> Option<Response<Body>> {
+        if !path.starts_with("/dashboard") {
+            return None;
+        }
+        if method != Method::GET && method != Method::HEAD {
+            return Some(text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard only answers GET\n"));
+        }
+        let fresh = headers
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("no-cache") || v.contains("max-age=0"));
+        Some(match path {
+            "/dashboard" | "/dashboard/" => typed(text(StatusCode::OK, PAGE), "text/html; charset=utf-8"),
+            "/dashboard/data" => {
+                let data = self.data(fresh).await;
+                let body = serde_json::to_string(&*data).unwrap_or_default();
+                typed(text(StatusCode::OK, body), "application/json")
+            }
+            "/dashboard/chart.svg" => {
+                let data = self.data(fresh).await;
+                typed(text(StatusCode::OK, chart::svg(&data)), "image/svg+xml")
+            }
+            _ => text(StatusCode::NOT_FOUND, "no such dashboard route\n"),
+        })
+    }
+
+    /// The figures, computed at most once a second (or now, when `fresh`).
+    pub async fn data(&self, fresh: bool) -> Arc<Value> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, data)) = &*cache
+            && !fresh
+            && at.elapsed() < FRESH_FOR
+        {
+            return Arc::clone(data);
+        }
+        let started = Instant::now();
+        let data = Arc::new(self.compute().await);
+        tracing::debug!(ms = started.elapsed().as_millis(), "dashboard figures computed");
+        *cache = Some((Instant::now(), Arc::clone(&data)));
+        data
+    }
+
+    async fn compute(&self) -> Value {
+        let started = Instant::now();
+        let s = &self.source;
+        let (totals, top_pages, traffic_sources, funnel, minutes, traffic_anomalies, sensor_anomalies) = tokio::join!(
+            s.rows("dashboard_totals", ""),
+            s.rows("dashboard_top_pages", "ORDER BY views DESC, page_url"),
+            s.rows("dashboard_traffic_sources", "ORDER BY users DESC, traffic_source"),
+            s.rows("dashboard_funnel", "ORDER BY position"),
+            s.rows("dashboard_minutes", "ORDER BY minute"),
+            s.rows("dashboard_traffic_anomalies", "ORDER BY minute DESC"),
+            s.rows("dashboard_sensor_anomalies", "ORDER BY timestamp DESC"),
+        );
+        let raw = Raw { totals, top_pages, traffic_sources, funnel, minutes, traffic_anomalies, sensor_anomalies };
+        let (overloaded, unavailable) = self.recent_refusals();
+        let host = figures::HostStatus {
+            overloaded,
+            unavailable,
+            queue_rows: self.metrics.queue_rows.get(),
+            query_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            warehouse: self.source.name(),
+        };
+        figures(raw, chrono::Utc::now(), &host)
+    }
+
+    /// Whether pushes were refused as overloaded (429) or unavailable (503) in the last [`RECENT`].
+    fn recent_refusals(&self) -> (bool, bool) {
+        let count = |outcome: &str| -> u64 {
+            functions::routes(Kind::Push)
+                .map(|route| {
+                    let labels = PushLabels { route: route.to_owned(), outcome: outcome.to_owned() };
+                    self.metrics.pushes.get_or_create(&labels).get()
+                })
+                .sum()
+        };
+        let (overloaded, unavailable) = (count("overloaded"), count("unavailable"));
+        let Ok(mut seen) = self.refusals.lock() else { return (false, false) };
+        let now = Instant::now();
+        let recent = |(last, at): &mut (u64, Option<Instant>), current: u64| {
+            if current > *last {
+                *last = current;
+                *at = Some(now);
+            }
+            at.is_some_and(|t| now.duration_since(t) < RECENT)
+        };
+        (recent(&mut seen.overloaded, overloaded), recent(&mut seen.unavailable, unavailable))
+    }
+}
+
+fn typed(mut resp: Response<Body>, content_type: &'static str) -> Response<Body> {
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
