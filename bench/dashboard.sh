@@ -6,7 +6,7 @@ set -euo pipefail
 bin=$1 rows=$2 requests=${3:-50}
 dir=$(mktemp -d) port=$((20000 + RANDOM % 20000))
 printf 'listen = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\n' "$port" $((port + 1)) > "$dir/t.toml"
-"$bin" demo --config "$dir/t.toml" --data "$dir/data" --history-rows "$rows" --rate 40 >"$dir/log" 2>&1 &
+"$bin" demo --config "$dir/t.toml" --data "$dir/data" --history-rows "$rows" --rate "${RATE:-40}" >"$dir/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 url="http://127.0.0.1:$((port + 1))/dashboard/data"
