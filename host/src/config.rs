@@ -63,6 +63,8 @@ pub struct Config {
     pub timers: TimersConfig,
     /// Push authentication (OIDC), per group of push routes.
     pub push_auth: Vec<PushAuthConfig>,
+    /// Pull subscriptions (StreamingPull), each feeding a push route's function.
+    pub pull: Vec<crate::pull::PullConfig>,
     /// Settings handed to each function through `wasi:config/store`, by function name:
     /// `[functions.anomaly-check]` `lateness_seconds = 120`. Values are strings, numbers or booleans.
     pub functions: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -86,6 +88,7 @@ impl Default for Config {
             timers: TimersConfig::default(),
             functions: BTreeMap::new(),
             push_auth: Vec::new(),
+            pull: Vec::new(),
             testing: TestingConfig::default(),
         }
     }
@@ -122,7 +125,7 @@ impl Config {
             PushAuthConfig::validate_all(&self.push_auth),
             if self.sink.backend == Backend::Embedded { Ok(()) } else { self.bigquery.validate(self.sink.backend) },
         ];
-        for checked in sections {
+        for checked in sections.into_iter().chain(self.pull.iter().map(crate::pull::PullConfig::validate)) {
             checked.map_err(ConfigError::Invalid)?;
         }
         let invalid = |m: String| Err(ConfigError::Invalid(m));

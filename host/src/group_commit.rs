@@ -3,7 +3,7 @@
 //!
 //! A flush closes at `max_rows`, at `max_bytes`, or `linger` after its first row (everything already
 //! queued joins at once: while one flush commits, the next one fills). The queue is bounded in rows
-//! (`max_queued_rows`): a write that does not fit is refused with `Overloaded` at once — answered 429,
+//! (`max_queued_rows`) and in bytes (`max_queued_mib`): a write that does not fit is refused with `Overloaded` at once — answered 429,
 //! redelivered by Pub/Sub — so memory stays bounded and nothing is dropped. The warehouse lives on one
 //! dedicated thread: its calls block, and a single writer keeps commits in order.
 
@@ -34,6 +34,9 @@ pub struct SinkConfig {
     pub linger_ms: u64,
     /// Rows waiting for a flush, at most. Beyond it pushes are answered 429 so Pub/Sub slows down.
     pub max_queued_rows: usize,
+    /// Rows' bytes waiting for a flush, at most, in MiB (rows can be up to a Pub/Sub message each, so
+    /// rows alone do not bound memory). Beyond it pushes are answered 429 too.
+    pub max_queued_mib: usize,
     /// A write not committed within this many ms is answered 503 (and retried by Pub/Sub).
     pub write_timeout_ms: u64,
 }
@@ -46,6 +49,7 @@ impl Default for SinkConfig {
             max_bytes: 8 << 20,
             linger_ms: 2,
             max_queued_rows: 50_000,
+            max_queued_mib: 256,
             write_timeout_ms: 8_000,
         }
     }
@@ -61,6 +65,12 @@ impl SinkConfig {
             return Err(format!(
                 "sink.max_queued_rows ({}) must be at least sink.max_rows ({})",
                 self.max_queued_rows, self.max_rows
+            ));
+        }
+        if self.max_queued_mib.saturating_mul(1 << 20) < self.max_bytes {
+            return Err(format!(
+                "sink.max_queued_mib ({}) must hold at least sink.max_bytes ({} bytes)",
+                self.max_queued_mib, self.max_bytes
             ));
         }
         Ok(())
@@ -80,7 +90,7 @@ struct Pending {
     rows: Vec<Row>,
     bytes: usize,
     reply: oneshot::Sender<WriteOutcome>,
-    _permit: OwnedSemaphorePermit,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 /// A handle to the group commit; cheap to clone.
@@ -93,6 +103,9 @@ struct Inner {
     tx: Mutex<Option<mpsc::UnboundedSender<Pending>>>,
     queue: Arc<Semaphore>,
     capacity: usize,
+    /// The queue's bytes, in KiB permits.
+    queue_kib: Arc<Semaphore>,
+    capacity_kib: usize,
     config: SinkConfig,
     metrics: Arc<Metrics>,
 }
@@ -118,10 +131,13 @@ impl GroupCommit {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let capacity = config.max_queued_rows;
         let queue = Arc::new(Semaphore::new(capacity));
+        let capacity_kib = config.max_queued_mib.saturating_mul(1024).min(Semaphore::MAX_PERMITS);
         let inner = Arc::new(Inner {
             tx: Mutex::new(Some(tx)),
             queue,
             capacity,
+            queue_kib: Arc::new(Semaphore::new(capacity_kib)),
+            capacity_kib,
             config: config.clone(),
             metrics: Arc::clone(&metrics),
         });
@@ -156,10 +172,19 @@ impl GroupCommit {
                 inner.capacity
             ))
         })?;
+        let bytes: usize = rows.iter().map(|r| r.json.len() + r.insert_id.len()).sum();
+        // Likewise a single write larger than the whole byte budget goes through alone.
+        let kib = u32::try_from(bytes.div_ceil(1024).clamp(1, inner.capacity_kib)).unwrap_or(u32::MAX);
+        let bytes_permit = Arc::clone(&inner.queue_kib).try_acquire_many_owned(kib).map_err(|_| {
+            WriteError::Overloaded(format!(
+                "write queue full: {} of {} MiB waiting; retry later",
+                queued(&inner.queue_kib, inner.capacity_kib) / 1024,
+                inner.config.max_queued_mib
+            ))
+        })?;
         inner.metrics.queue_rows.set(queued(&inner.queue, inner.capacity));
         let (reply, answer) = oneshot::channel();
-        let bytes = rows.iter().map(|r| r.json.len() + r.insert_id.len()).sum();
-        let pending = Pending { rows, bytes, reply, _permit: permit };
+        let pending = Pending { rows, bytes, reply, _permits: (permit, bytes_permit) };
         let sent = matches!(inner.tx.lock().map(|tx| tx.as_ref().map(|tx| tx.send(pending))), Ok(Some(Ok(()))));
         if !sent {
             return Err(WriteError::Unavailable("the host is shutting down".into()));
@@ -269,7 +294,7 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
             for ((p, errors), failed) in batch.into_iter().zip(refused_by_write).zip(failed_by_write) {
                 // The queue space is free before the writer hears back. The push may have timed out
                 // already; its rows are durable regardless.
-                let Pending { reply, _permit: permit, .. } = p;
+                let Pending { reply, _permits: permit, .. } = p;
                 drop(permit);
                 let _ = reply.send(match failed {
                     // Part of this write is undecided: all of it is retried (its written rows dedup).
@@ -281,7 +306,7 @@ fn flush(warehouse: &mut dyn Warehouse, mut batch: Vec<Pending>, metrics: &Metri
         Err(e) => {
             metrics.flushes.get_or_create(&ResultLabels { result: "failed".into() }).inc();
             tracing::warn!(error = %e, rows = rows.len(), "flush failed; the pushes will be redelivered");
-            for Pending { reply, _permit: permit, .. } in batch {
+            for Pending { reply, _permits: permit, .. } in batch {
                 drop(permit);
                 let _ = reply.send(Err(WriteError::Unavailable(e.to_string())));
             }
@@ -471,6 +496,37 @@ mod tests {
         assert!(matches!(sink.write(vec![row("d")]).await, Err(WriteError::Unavailable(m)) if m.contains("boom")));
         sink.close();
         assert!(matches!(sink.write(vec![row("e")]).await, Err(WriteError::Unavailable(_))));
+        thread.join();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[expect(clippy::await_holding_lock, reason = "the held lock is the point: it blocks the flusher thread")]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let recorder = Recorder::default();
+        let config = SinkConfig { max_queued_mib: 1, ..config() };
+        let (sink, thread) = GroupCommit::start(Box::new(recorder.clone()), config, Metrics::new());
+        let gate = Arc::clone(&recorder.gate);
+        let held = gate.lock().expect("lock");
+        // 700 KiB waits (the warehouse is held); another 700 KiB does not fit in 1 MiB, a small row does.
+        let big = || Row { table: "t".into(), insert_id: "big".into(), json: "x".repeat(700 << 10) };
+        let first = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.write(vec![big()]).await }
+        });
+        while sink.inner.queue_kib.available_permits() == sink.inner.capacity_kib {
+            tokio::task::yield_now().await;
+        }
+        let refused = sink.write(vec![big()]).await;
+        assert!(matches!(&refused, Err(WriteError::Overloaded(m)) if m.contains("MiB waiting")), "{refused:?}");
+        let small = tokio::spawn({
+            let sink = sink.clone();
+            async move { sink.write(vec![row("small")]).await }
+        });
+        drop(held);
+        assert_eq!(first.await.expect("task"), Ok(vec![]));
+        assert_eq!(small.await.expect("task"), Ok(vec![]));
+        assert_eq!(sink.inner.queue_kib.available_permits(), sink.inner.capacity_kib, "every byte permit is back");
+        sink.close();
         thread.join();
     }
 

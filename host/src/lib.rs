@@ -6,7 +6,7 @@
 //! - [`start`]: one host, step by step (warehouse, state, functions, listeners, timer);
 //! - [`config`]: loads `tributary.toml` (each section's struct and checks live with its owner below);
 //! - [`server`] (function routes, insertAll), [`admin`] (loopback admin routes), [`dashboard`], [`timer`],
-//!   [`push_auth`], [`insert_api`];
+//!   [`push_auth`], [`insert_api`], [`pull`] (StreamingPull subscriptions into the push functions);
 //! - [`functions`]: the registry of every function, its [`instances`](functions::instances) and the
 //!   benchmark's [`native`](functions::native) baseline;
 //! - [`capabilities`]: `sink`, `state`, `transform`, `settings`, each standing alone;
@@ -28,6 +28,7 @@ pub mod insert_api;
 pub mod listener;
 pub mod metrics;
 pub mod poison;
+pub mod pull;
 pub mod push_auth;
 pub mod server;
 pub mod start;

@@ -35,6 +35,10 @@ enum Command {
         /// Configuration file (TOML); every key has a default.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also pull a subscription into a push route's function: projects/P/subscriptions/S=/push/events
+        /// (repeatable; adds to the config's [[pull]]; the emulator when PUBSUB_EMULATOR_HOST is set).
+        #[arg(long, value_parser = tributary::pull::PullConfig::parse_flag)]
+        pull: Vec<tributary::pull::PullConfig>,
     },
     /// Run SQL on the warehouse: through the running host, or on the file when no host runs.
     Sql {
@@ -59,6 +63,8 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Replay a JSON-lines file as pushes to a function URL or as publishes to a topic.
+    Replay(cli::replay::ReplayOptions),
     /// Benchmark the wasm push path against the native baseline in one run.
     Bench(cli::bench::BenchOptions),
     /// Bulk-load data through a running host's functions.
@@ -109,7 +115,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Up { listen, admin_listen, data, config } => runtime.block_on(up(listen, admin_listen, data, config)),
+        Command::Up { listen, admin_listen, data, config, pull } => {
+            runtime.block_on(up(listen, admin_listen, data, config, pull))
+        }
         Command::Sql { query, format, admin, data } => runtime.block_on(cli::sql::run(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
         Command::Load { what: LoadKind::Products { file, concurrency }, host } => runtime.block_on(async {
@@ -121,6 +129,12 @@ fn main() -> anyhow::Result<()> {
             let mut cfg = Config::load(config.as_deref())?;
             cfg.data_dir = data.unwrap_or_else(|| PathBuf::from(".tributary-demo"));
             cli::demo::run(cfg, options).await
+        }),
+        Command::Replay(options) => runtime.block_on(async {
+            let report = cli::replay::run(&options).await?;
+            println!("{report}");
+            anyhow::ensure!(report.errors == 0, "{} lines were not delivered", report.errors);
+            Ok(())
         }),
         Command::Bench(options) => runtime.block_on(async {
             let report = cli::bench::run(&options).await?;
@@ -154,8 +168,10 @@ async fn up(
     admin_listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     config: Option<PathBuf>,
+    pull: Vec<tributary::pull::PullConfig>,
 ) -> anyhow::Result<()> {
     let mut cfg = Config::load(config.as_deref())?;
+    cfg.pull.extend(pull);
     cfg.listen = listen.unwrap_or(cfg.listen);
     cfg.admin_listen = admin_listen.unwrap_or(cfg.admin_listen);
     cfg.data_dir = data.unwrap_or(cfg.data_dir);

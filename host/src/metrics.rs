@@ -49,6 +49,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabels {
+    pub subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub backend: String,
 }
@@ -85,6 +90,11 @@ pub struct Metrics {
     pub poisoned: Family<RouteLabels, Counter>,
     pub ticks: Family<PushLabels, Counter>,
     pub push_auth: Family<PushLabels, Counter>,
+    pub pull_received: Family<SubscriptionLabels, Counter>,
+    pub pull_acked: Family<SubscriptionLabels, Counter>,
+    pub pull_nacked: Family<SubscriptionLabels, Counter>,
+    pub pull_outstanding: Family<SubscriptionLabels, Gauge>,
+    pub pull_stream_restarts: Family<SubscriptionLabels, Counter>,
 }
 
 impl Metrics {
@@ -175,6 +185,28 @@ impl Metrics {
             "Push authentication checks, by route and result (ok, or why the push was refused)",
             push_auth.clone(),
         );
+        let pull_received = Family::<SubscriptionLabels, Counter>::default();
+        registry.register("pull_received", "Messages received from pull subscriptions", pull_received.clone());
+        let pull_acked = Family::<SubscriptionLabels, Counter>::default();
+        registry.register("pull_acked", "Pulled messages acked (rows or dead letter durable)", pull_acked.clone());
+        let pull_nacked = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "pull_nacked",
+            "Pulled messages handed back for redelivery (deadline 0)",
+            pull_nacked.clone(),
+        );
+        let pull_outstanding = Family::<SubscriptionLabels, Gauge>::default();
+        registry.register(
+            "pull_outstanding",
+            "Pulled messages being processed, not yet answered",
+            pull_outstanding.clone(),
+        );
+        let pull_stream_restarts = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "pull_stream_restarts",
+            "StreamingPull streams reopened after they ended or broke",
+            pull_stream_restarts.clone(),
+        );
         Arc::new(Self {
             registry,
             pushes,
@@ -198,6 +230,11 @@ impl Metrics {
             poisoned,
             ticks,
             push_auth,
+            pull_received,
+            pull_acked,
+            pull_nacked,
+            pull_outstanding,
+            pull_stream_restarts,
         })
     }
 

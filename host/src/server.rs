@@ -129,11 +129,27 @@ impl App {
     }
 
     async fn function(&self, index: usize, route: functions::Route, req: Request<Incoming>) -> Response<Body> {
+        self.measured(index, route, Input::Http(req)).await
+    }
+
+    /// Runs a message pulled from a subscription ([`crate::pull`]) through the push function at
+    /// `path`, exactly as if Pub/Sub had pushed it: same sandbox, limits, poison handling and answer.
+    /// It waits for a function slot instead of being refused (flow control bounds the wait).
+    pub async fn deliver(&self, path: &str, parts: http::request::Parts, body: bytes::Bytes) -> Response<Body> {
+        match functions::find(path) {
+            Some((index, _, route)) if route.kind == Kind::Push => {
+                self.measured(index, route, Input::Pulled(parts, body)).await
+            }
+            _ => text(StatusCode::NOT_FOUND, "no such push route\n"),
+        }
+    }
+
+    async fn measured(&self, index: usize, route: functions::Route, input: Input) -> Response<Body> {
         let Some(handler) = self.handlers.get(index).and_then(Option::as_ref) else {
             return text(StatusCode::NOT_FOUND, "this route is not served in this mode\n");
         };
         let started = Instant::now();
-        let resp = self.call(handler, route.kind, req).await;
+        let resp = self.call(handler, route.kind, input).await;
         if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
             self.metrics.window_skip(route.path, reason);
         }
@@ -179,26 +195,38 @@ impl App {
 
     /// Runs one request through a function: the body is read first (size and time limits), then the
     /// request takes a slot of its class.
-    async fn call(&self, handler: &Handler, kind: Kind, req: Request<Incoming>) -> Response<Body> {
+    async fn call(&self, handler: &Handler, kind: Kind, input: Input) -> Response<Body> {
         let (limit, slots) = match kind {
             Kind::Push => (MAX_PUSH_BYTES, &self.push_slots),
             Kind::Tick => (MAX_TICK_BYTES, &self.internal_slots),
         };
-        let (parts, body) = match read_body(req, limit, self.http.body_read_timeout(), &self.bodies).await {
-            Ok(read) => read,
-            Err(e) => return e.answer(),
-        };
-        let Ok(_slot) = slots.try_acquire() else {
-            return text(StatusCode::TOO_MANY_REQUESTS, "too many requests in flight; retry later\n");
+        // `_read` keeps the body's share of the memory budget until the function is done with it.
+        let (parts, body, _slot, _read) = match input {
+            Input::Http(req) => {
+                let (parts, body) = match read_body(req, limit, self.http.body_read_timeout(), &self.bodies).await {
+                    Ok(read) => read,
+                    Err(e) => return e.answer(),
+                };
+                let Ok(slot) = slots.try_acquire() else {
+                    return text(StatusCode::TOO_MANY_REQUESTS, "too many requests in flight; retry later\n");
+                };
+                (parts, body.bytes.clone(), slot, Some(body))
+            }
+            Input::Pulled(parts, body) => {
+                let Ok(slot) = slots.acquire().await else {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down\n");
+                };
+                (parts, body, slot, None)
+            }
         };
         let handler = match handler {
-            Handler::Native(native) => return native.handle(parts, body.bytes).await,
+            Handler::Native(native) => return native.handle(parts, body).await,
             Handler::Wasm(handler) => handler,
         };
-        let (headers, path, bytes) = (parts.headers.clone(), parts.uri.path().to_owned(), body.bytes.clone());
+        let (headers, path, bytes) = (parts.headers.clone(), parts.uri.path().to_owned(), body.clone());
         let req = Request::from_parts(
             parts,
-            Full::new(body.bytes).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
+            Full::new(body).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
         );
         let error = match handler.handle((), req).await {
             Ok(resp) => return resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
@@ -230,6 +258,13 @@ impl App {
         resp.headers_mut().insert("x-tributary-guest-error", http::HeaderValue::from_static("1"));
         resp
     }
+}
+
+/// A request for a function: from the HTTP front (its body still to be read within the limits), or
+/// already in memory (a pulled message).
+enum Input {
+    Http(Request<Incoming>),
+    Pulled(http::request::Parts, bytes::Bytes),
 }
 
 fn is_json(headers: &http::HeaderMap) -> bool {

@@ -69,7 +69,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let metrics = Metrics::new();
     let (warehouse, reader, dashboard, fault) = open_warehouse(config, &metrics).await?;
-    let dashboard = Arc::new(crate::dashboard::Dashboard::new(dashboard, Arc::clone(&metrics)));
+    let subscriptions = config.pull.iter().map(|p| p.subscription.clone()).collect();
+    let dashboard = Arc::new(crate::dashboard::Dashboard::new(dashboard, Arc::clone(&metrics), subscriptions));
     let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
     let store = state::open(&config.state, &config.data_dir).await.context("opening the state store")?;
 
@@ -115,9 +116,12 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     });
     let internal = Arc::new(Internal { app: Arc::clone(&app), admin: Arc::new(Admin { reader, fault }), dashboard });
     let mut servers = vec![
-        tokio::spawn(listener::serve(listener, app, stopped.clone(), drain, config.http.clone())),
+        tokio::spawn(listener::serve(listener, Arc::clone(&app), stopped.clone(), drain, config.http.clone())),
         tokio::spawn(listener::serve(admin_listener, internal, stopped.clone(), drain, config.http.clone())),
     ];
+    // Pull subscriptions feed the same functions; on shutdown they answer their in-flight messages
+    // before the group commit drains.
+    servers.extend(crate::pull::start(&config.pull, Arc::clone(&app), Arc::clone(&metrics), stopped.clone()).await?);
     if mode == Mode::Wasm && config.timers.tick_ms > 0 && functions::routes(Kind::Tick).next().is_some() {
         let every = Duration::from_millis(config.timers.tick_ms);
         servers.push(tokio::spawn(timer::run(reachable(admin_addr), every, stopped)));

@@ -27,6 +27,8 @@ pub struct HostStatus {
     pub queue_rows: i64,
     pub query_ms: u64,
     pub warehouse: &'static str,
+    /// Each `[[pull]]` subscription's counters.
+    pub pull: Vec<Value>,
 }
 
 /// A timestamp as either warehouse writes it in JSON: RFC 3339, or DuckDB's `YYYY-MM-DD HH:MM:SS[.f]` (UTC).
@@ -118,6 +120,7 @@ pub fn figures(raw: Raw, now: DateTime<Utc>, host: &HostStatus) -> Value {
     status.insert("query_ms".into(), json!(host.query_ms));
     status.insert("warehouse".into(), json!(host.warehouse));
     status.insert("errors".into(), json!(errors));
+    status.insert("pull".into(), json!(host.pull));
 
     json!({
         "dashboard_timestamp": rfc3339(now),
@@ -177,7 +180,14 @@ mod tests {
     use super::*;
 
     fn host() -> HostStatus {
-        HostStatus { overloaded: false, unavailable: false, queue_rows: 3, query_ms: 7, warehouse: "embedded" }
+        HostStatus {
+            overloaded: false,
+            unavailable: false,
+            queue_rows: 3,
+            query_ms: 7,
+            warehouse: "embedded",
+            pull: vec![],
+        }
     }
 
     fn raw(totals: Vec<Value>, minutes: Vec<Value>) -> Raw {

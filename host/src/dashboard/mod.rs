@@ -119,11 +119,14 @@ pub struct Dashboard {
     metrics: Arc<Metrics>,
     cache: tokio::sync::Mutex<Option<(Instant, Arc<Value>)>>,
     refusals: Mutex<Refusals>,
+    /// The `[[pull]]` subscriptions, shown with their counters.
+    subscriptions: Vec<String>,
 }
 
 impl Dashboard {
-    pub fn new(source: Source, metrics: Arc<Metrics>) -> Self {
+    pub fn new(source: Source, metrics: Arc<Metrics>, subscriptions: Vec<String>) -> Self {
         Self {
+            subscriptions,
             source: Arc::new(source),
             metrics,
             cache: tokio::sync::Mutex::new(None),
@@ -197,8 +200,28 @@ impl Dashboard {
             queue_rows: self.metrics.queue_rows.get(),
             query_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             warehouse: self.source.name(),
+            pull: self.pull_status(),
         };
         figures(raw, chrono::Utc::now(), &host)
+    }
+
+    /// Each pull subscription's counters.
+    fn pull_status(&self) -> Vec<Value> {
+        let m = &self.metrics;
+        self.subscriptions
+            .iter()
+            .map(|subscription| {
+                let l = crate::metrics::SubscriptionLabels { subscription: subscription.clone() };
+                serde_json::json!({
+                    "subscription": subscription,
+                    "received": m.pull_received.get_or_create(&l).get(),
+                    "acked": m.pull_acked.get_or_create(&l).get(),
+                    "nacked": m.pull_nacked.get_or_create(&l).get(),
+                    "outstanding": m.pull_outstanding.get_or_create(&l).get(),
+                    "stream_restarts": m.pull_stream_restarts.get_or_create(&l).get(),
+                })
+            })
+            .collect()
     }
 
     /// Whether pushes were refused as overloaded (429) or unavailable (503) in the last [`RECENT`].

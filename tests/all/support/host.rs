@@ -32,6 +32,18 @@ impl Host {
     /// Starts the binary with its config file and log in `dir` and its data directory at `data`
     /// (which the host creates when it does not exist).
     pub async fn start_in(dir: &Path, data: &Path, addr: SocketAddr, admin: SocketAddr, extra_config: &str) -> Self {
+        Self::start_env(dir, data, addr, admin, extra_config, &[]).await
+    }
+
+    /// [`Host::start_in`] with extra environment variables for the process.
+    pub async fn start_env(
+        dir: &Path,
+        data: &Path,
+        addr: SocketAddr,
+        admin: SocketAddr,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         use std::os::unix::process::CommandExt as _;
         std::fs::create_dir_all(dir).expect("config dir");
         let config = dir.join("tributary.toml");
@@ -49,6 +61,7 @@ impl Host {
             .args(["up", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

@@ -55,6 +55,18 @@ impl PubSub {
         assert_eq!(status, 200, "create subscription: {text}");
     }
 
+    /// A pull subscription (no push endpoint).
+    pub async fn create_pull_subscription(&self, name: &str, topic: &str) {
+        let body = json!({ "topic": format!("projects/tributary-test/topics/{topic}"), "ackDeadlineSeconds": 10 });
+        let (status, text) = http("PUT", &format!("{}/subscriptions/{name}", self.base), Some(body)).await;
+        assert_eq!(status, 200, "create subscription: {text}");
+    }
+
+    /// `host:port` of the emulator, for `PUBSUB_EMULATOR_HOST`.
+    pub fn emulator_host(&self) -> String {
+        self.base.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned()
+    }
+
     /// Publishes raw payloads (with attributes); returns the message ids, in order.
     pub async fn publish(&self, topic: &str, messages: &[(Vec<u8>, Value)]) -> Vec<String> {
         let mut ids = Vec::new();
