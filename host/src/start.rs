@@ -82,7 +82,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
             (functions::all().iter().map(native).collect(), None)
         }
         Mode::Wasm => {
-            let engine = engine::build(&config.guest, u32::try_from(functions::all().len()).unwrap_or(u32::MAX))
+            let functions = u32::try_from(functions::all().len()).unwrap_or(u32::MAX);
+            let engine = engine::build_cached(&config.guest, functions, Some(&config.data_dir.join("compiled")))
                 .map_err(wasm_error)?;
             let handlers = link_functions(config, &engine, &sink, &store, &metrics).await?;
             (handlers.into_iter().map(|h| Some(Handler::Wasm(h))).collect(), Some(EpochTicker::start(engine)))

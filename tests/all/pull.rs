@@ -62,9 +62,10 @@ async fn pulled_messages_land_exactly_once_across_a_sigkill_and_a_cut_stream() {
     let most = std::sync::Mutex::new(0.0f64);
     wait_for("the first 400 pulled events", Duration::from_secs(120), || async {
         let outstanding = host.metric("tributary_pull_outstanding", &[]).await;
-        let mut seen = most.lock().expect("lock");
-        *seen = seen.max(outstanding);
-        drop(seen);
+        {
+            let mut seen = most.lock().expect("lock");
+            *seen = seen.max(outstanding);
+        }
         (host.count("SELECT count(*) AS n FROM streaming_events").await >= 400).then_some(())
     })
     .await;

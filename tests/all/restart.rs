@@ -75,7 +75,10 @@ async fn a_sigkill_loop_during_an_emulator_replay_loses_and_duplicates_nothing()
         }
     }
     let distinct = "SELECT count(DISTINCT user_id) FROM streaming_events";
-    wait_for("every published message to land", Duration::from_secs(360), || async {
+    // After 5 kills the emulator has shrunk its push window to a few requests at a time (Pub/Sub's
+    // slow start after failed pushes) and widens it again only slowly: on a loaded 2-core machine the
+    // backlog can take several minutes to drain. Nothing is lost meanwhile, only late.
+    wait_for("every published message to land", Duration::from_secs(900), || async {
         (host.count(distinct).await == total as i64).then_some(())
     })
     .await;
