@@ -30,7 +30,7 @@ fn events(n: usize) -> Vec<(Vec<u8>, Value)> {
 }
 
 async fn wait_rows(bq: &BigQueryEmulator, sql: &str, want: i64, what: &str) {
-    wait_for(what, Duration::from_secs(90), || {
+    wait_for(what, Duration::from_secs(240), || {
         let n = bq.count(sql);
         async move { (n >= want).then_some(()) }
     })
