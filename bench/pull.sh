@@ -30,13 +30,18 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"user_id": f"u{i % 997}", "event_type": "page_view", "timestamp": "2026-01-01T10:00:00Z", "n": i}) + "\n")
 EOF
 rows() { curl -fs "http://127.0.0.1:$((port + 1))/query" -d "SELECT count(*) AS n FROM streaming_events" | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"][0]["n"])'; }
+cpu() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; } # user+system seconds (USER_HZ 100)
 phase() { # TOPIC WANT
-  local t0 t1
+  local t0 tp t1 h0 e0
+  h0=$(cpu $hpid) e0=$(cpu $epid)
   t0=$(date +%s.%N)
   PUBSUB_EMULATOR_HOST=127.0.0.1:$ps_port "$bin" replay "$dir/events.jsonl" --topic "projects/bench/topics/$1" --concurrency 8 >/dev/null
+  tp=$(date +%s.%N)
   until [[ $(rows) -ge $2 ]]; do sleep 0.2; done
   t1=$(date +%s.%N)
-  awk -v n="$n" -v s="$(echo "$t1 - $t0" | bc)" -v what="$1" 'BEGIN {printf "%s: %d events in %.1f s = %.0f events/s\n", what, n, s, n / s}'
+  awk -v n="$n" -v s="$(echo "$t1 - $t0" | bc)" -v p="$(echo "$tp - $t0" | bc)" -v what="$1" \
+    'BEGIN {printf "%s: %d events in %.1f s = %.0f events/s (publishing took %.1f s, draining after it %.1f s)\n", what, n, s, n / s, p, s - p}'
+  echo "  CPU seconds meanwhile: host $(echo "$(cpu $hpid) - $h0" | bc), emulator $(echo "$(cpu $epid) - $e0" | bc)"
 }
 phase pulled "$n"
 phase pushed $((2 * n))

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub pull_nacked: Family<SubscriptionLabels, Counter>,
     pub pull_outstanding: Family<SubscriptionLabels, Gauge>,
     pub pull_stream_restarts: Family<SubscriptionLabels, Counter>,
+    pub pull_confirmed: Family<SubscriptionLabels, Counter>,
+    pub pull_unconfirmed: Family<SubscriptionLabels, Counter>,
 }
 
 impl Metrics {
@@ -207,6 +209,18 @@ impl Metrics {
             "StreamingPull streams reopened after they ended or broke",
             pull_stream_restarts.clone(),
         );
+        let pull_confirmed = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "pull_confirmed",
+            "Acks and nacks Pub/Sub confirmed (exactly-once subscriptions)",
+            pull_confirmed.clone(),
+        );
+        let pull_unconfirmed = Family::<SubscriptionLabels, Counter>::default();
+        registry.register(
+            "pull_unconfirmed",
+            "Acks and nacks Pub/Sub refused or never confirmed (exactly-once subscriptions; the message is redelivered)",
+            pull_unconfirmed.clone(),
+        );
         Arc::new(Self {
             registry,
             pushes,
@@ -235,6 +249,8 @@ impl Metrics {
             pull_nacked,
             pull_outstanding,
             pull_stream_restarts,
+            pull_confirmed,
+            pull_unconfirmed,
         })
     }
 

@@ -2,7 +2,8 @@
 //! through `PUBSUB_EMULATOR_HOST` as Google's clients find it): every published event lands exactly
 //! once in `streaming_events` across a SIGKILL and restart, and across the stream being cut (a TCP
 //! proxy taken down: FAULT INJECTION); flow control holds the outstanding messages at the cap; a sink
-//! outage nacks, and the nacked messages land after recovery.
+//! outage nacks, and the nacked messages land after recovery; on an exactly-once subscription every
+//! ack is confirmed by Pub/Sub.
 
 use std::time::Duration;
 
@@ -121,4 +122,37 @@ async fn a_sink_outage_nacks_and_the_messages_land_after_recovery() {
     assert_eq!(http_raw("PUT", &faults, b"ok".to_vec(), &[]).await.0, 200);
     wait_rows(&host, 100, "the nacked messages, redelivered").await;
     assert_exactly_once(&host, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_on_an_exactly_once_subscription_are_confirmed() {
+    let pubsub = PubSub::start().await;
+    pubsub.create_topic("events").await;
+    pubsub.create_pull_subscription_with("events-pull", "events", true).await;
+    let emulator = pubsub.emulator_host();
+    let dir = temp_dir("pull-exactly-once");
+    let (addr, admin) = Host::free_addrs();
+    let host = Host::start_env(
+        &dir,
+        &dir.join("data"),
+        addr,
+        admin,
+        &pull_config(1000, ""),
+        &[("PUBSUB_EMULATOR_HOST", &emulator)],
+    )
+    .await;
+    let mut batch = events("e", 300);
+    batch.push((b"not json".to_vec(), json!({})));
+    pubsub.publish("events", &batch).await;
+    wait_rows(&host, 300, "the exactly-once subscription's events").await;
+    wait_for("every ack confirmed", Duration::from_secs(60), || async {
+        (host.metric("tributary_pull_confirmed_total", &[]).await >= 301.0).then_some(())
+    })
+    .await;
+    assert_eq!(host.metric("tributary_pull_unconfirmed_total", &[]).await, 0.0);
+    assert_exactly_once(&host, 300).await;
+    // Confirmed acks stay acked: nothing comes back after the 10-s ack deadline.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(host.metric("tributary_pull_received_total", &[]).await, 301.0, "no redelivery");
+    assert_exactly_once(&host, 300).await;
 }

@@ -57,7 +57,13 @@ impl PubSub {
 
     /// A pull subscription (no push endpoint).
     pub async fn create_pull_subscription(&self, name: &str, topic: &str) {
-        let body = json!({ "topic": format!("projects/tributary-test/topics/{topic}"), "ackDeadlineSeconds": 10 });
+        self.create_pull_subscription_with(name, topic, false).await;
+    }
+
+    /// A pull subscription, with exactly-once delivery when asked.
+    pub async fn create_pull_subscription_with(&self, name: &str, topic: &str, exactly_once: bool) {
+        let body = json!({ "topic": format!("projects/tributary-test/topics/{topic}"), "ackDeadlineSeconds": 10,
+            "enableExactlyOnceDelivery": exactly_once });
         let (status, text) = http("PUT", &format!("{}/subscriptions/{name}", self.base), Some(body)).await;
         assert_eq!(status, 200, "create subscription: {text}");
     }

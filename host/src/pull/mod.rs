@@ -11,8 +11,15 @@
 //! Flow control: `max_outstanding_messages`/`bytes` go to the server in the stream's first request
 //! (Pub/Sub stops sending beyond them) and are enforced here too: a message beyond them waits before
 //! it is handed to a function, so memory stays bounded whatever the server does.
+//!
+//! Exactly-once subscriptions (the stream's `subscription_properties` say so) get their acks and
+//! nacks confirmed ([`confirm`]); elsewhere they go out on the stream, unconfirmed, as Pub/Sub's
+//! at-least-once contract allows (a lost ack is a redelivery, which dedup absorbs).
+
+mod confirm;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -185,6 +192,7 @@ pub async fn start(
                 messages: Arc::clone(&messages),
                 bytes: Arc::clone(&bytes),
                 bytes_kib,
+                exactly_once: Arc::new(AtomicBool::new(false)),
             };
             tasks.push(tokio::spawn(subscriber.run(stop.clone())));
         }
@@ -202,6 +210,8 @@ struct Subscriber {
     messages: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     bytes_kib: usize,
+    /// What the server last said of the subscription (`subscription_properties`).
+    exactly_once: Arc<AtomicBool>,
 }
 
 impl Subscriber {
@@ -274,6 +284,12 @@ impl Subscriber {
                 Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
                 next = inbound.message() => match next {
                     Ok(Some(response)) => {
+                        if let Some(properties) = &response.subscription_properties {
+                            let was = self.exactly_once.swap(properties.exactly_once_delivery_enabled, Ordering::Relaxed);
+                            if was != properties.exactly_once_delivery_enabled {
+                                tracing::info!(subscription = %self.pull.subscription, exactly_once = properties.exactly_once_delivery_enabled, "acks are confirmed only on exactly-once subscriptions");
+                            }
+                        }
                         for received in response.received_messages {
                             delivered = true;
                             let labels = self.labels();
@@ -306,6 +322,9 @@ impl Subscriber {
                                 app: Arc::clone(&self.app),
                                 metrics: Arc::clone(&self.metrics),
                                 requests: requests.clone(),
+                                client: self.client.clone(),
+                                target: Arc::clone(&self.target),
+                                exactly_once: self.exactly_once.load(Ordering::Relaxed),
                             };
                             handlers.spawn(async move {
                                 delivery.handle(received).await;
@@ -332,6 +351,9 @@ struct Delivery {
     app: Arc<App>,
     metrics: Arc<Metrics>,
     requests: mpsc::Sender<api::StreamingPullRequest>,
+    client: api::subscriber_client::SubscriberClient<Channel>,
+    target: Arc<Target>,
+    exactly_once: bool,
 }
 
 impl Delivery {
@@ -357,22 +379,42 @@ impl Delivery {
                 }
             }
         };
-        let answer = if status.is_success() {
-            self.metrics.pull_acked.get_or_create(&labels).inc();
-            api::StreamingPullRequest { ack_ids: vec![ack_id], ..Default::default() }
-        } else {
+        let ack = status.is_success();
+        if !ack {
             tracing::debug!(subscription = %self.pull.subscription, %status, "nacking: Pub/Sub redelivers");
-            self.metrics.pull_nacked.get_or_create(&labels).inc();
-            api::StreamingPullRequest {
-                modify_deadline_ack_ids: vec![ack_id],
-                modify_deadline_seconds: vec![0],
-                ..Default::default()
+        }
+        if self.exactly_once {
+            let sent = confirm::send(&self.client, &self.target, &self.pull.subscription, &ack_id, !ack).await;
+            match sent {
+                Ok(()) => {
+                    self.metrics.pull_confirmed.get_or_create(&labels).inc();
+                }
+                Err(e) => {
+                    // Pub/Sub redelivers the message; its rows are already durable and dedup keeps them once.
+                    tracing::warn!(subscription = %self.pull.subscription, ack, error = %e, "Pub/Sub did not confirm the answer; the message comes back");
+                    self.metrics.pull_unconfirmed.get_or_create(&labels).inc();
+                }
             }
-        };
+        } else {
+            let answer = if ack {
+                api::StreamingPullRequest { ack_ids: vec![ack_id], ..Default::default() }
+            } else {
+                api::StreamingPullRequest {
+                    modify_deadline_ack_ids: vec![ack_id],
+                    modify_deadline_seconds: vec![0],
+                    ..Default::default()
+                }
+            };
+            // The stream may be gone already: then Pub/Sub redelivers after the deadline, and dedup
+            // keeps the rows once.
+            let _ = self.requests.send(answer).await;
+        }
+        if ack {
+            self.metrics.pull_acked.get_or_create(&labels).inc();
+        } else {
+            self.metrics.pull_nacked.get_or_create(&labels).inc();
+        }
         self.metrics.pull_outstanding.get_or_create(&labels).dec();
-        // The stream may be gone already: then Pub/Sub redelivers after the deadline, and dedup
-        // keeps the rows once.
-        let _ = self.requests.send(answer).await;
     }
 }
 
