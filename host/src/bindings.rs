@@ -16,6 +16,18 @@ mod generated {
         },
     });
 
+    pub mod message_transform_component {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "message-transform-component",
+            exports: { default: async },
+            with: {
+                "tributary:pipeline/types": super::tributary::pipeline::types,
+                "wasi:config/store": super::wasi::config::store,
+            },
+        });
+    }
+
     pub mod transform_component {
         wasmtime::component::bindgen!({
             path: "../wit",
@@ -26,6 +38,7 @@ mod generated {
     }
 }
 
+pub use generated::message_transform_component::{MessageTransformComponent, MessageTransformComponentPre};
 pub use generated::transform_component::{TransformComponent, TransformComponentPre};
 pub use generated::tributary::pipeline::{sink, state, transform, types};
 pub use generated::wasi::config::store as config_store;

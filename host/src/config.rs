@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::capabilities::message_transform::MessageTransformConfig;
 use crate::engine::GuestConfig;
 use crate::functions::{self, ComponentsConfig};
 use crate::group_commit::SinkConfig;
@@ -65,6 +66,9 @@ pub struct Config {
     pub push_auth: Vec<PushAuthConfig>,
     /// Pull subscriptions (StreamingPull), each feeding a push route's function.
     pub pull: Vec<crate::pull::PullConfig>,
+    /// Message-transform steps (JavaScript UDFs, or any component) in front of the row transform, per
+    /// route, applied in the order listed.
+    pub message_transforms: Vec<MessageTransformConfig>,
     /// Settings handed to each function through `wasi:config/store`, by function name:
     /// `[functions.anomaly-check]` `lateness_seconds = 120`. Values are strings, numbers or booleans.
     pub functions: BTreeMap<String, BTreeMap<String, toml::Value>>,
@@ -89,6 +93,7 @@ impl Default for Config {
             functions: BTreeMap::new(),
             push_auth: Vec::new(),
             pull: Vec::new(),
+            message_transforms: Vec::new(),
             testing: TestingConfig::default(),
         }
     }
@@ -108,7 +113,13 @@ impl Config {
         let Some(path) = path else { return Ok(Self::default()) };
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })
+        let mut config = Self::parse(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source })?;
+        // Step files are named relative to the config file, wherever the host is started from.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for step in &mut config.message_transforms {
+            step.resolve(base);
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
@@ -125,7 +136,9 @@ impl Config {
             PushAuthConfig::validate_all(&self.push_auth),
             if self.sink.backend == Backend::Embedded { Ok(()) } else { self.bigquery.validate(self.sink.backend) },
         ];
-        for checked in sections.into_iter().chain(self.pull.iter().map(crate::pull::PullConfig::validate)) {
+        let push_routes: Vec<&str> = functions::routes(functions::Kind::Push).collect();
+        let steps = self.message_transforms.iter().map(|m| m.validate(&self.guest, &push_routes));
+        for checked in sections.into_iter().chain(self.pull.iter().map(crate::pull::PullConfig::validate)).chain(steps) {
             checked.map_err(ConfigError::Invalid)?;
         }
         let invalid = |m: String| Err(ConfigError::Invalid(m));

@@ -109,8 +109,9 @@ pub fn build_cached(
     config.max_wasm_stack(1 << 20);
 
     // Each function keeps up to `max_instances` instances (one request each at a time), and each busy
-    // instance calls at most one transform instance: two component instances per function and slot.
-    let slots = guest.max_instances.saturating_mul(functions.max(1)).saturating_mul(2);
+    // instance calls at most one transform instance and one message-transform step instance at a time:
+    // three component instances per function and slot.
+    let slots = guest.max_instances.saturating_mul(functions.max(1)).saturating_mul(3);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         // A Rust wasip2 component has a handful of core instances (main module, shims, fixups).

@@ -65,6 +65,14 @@ pub struct SkipLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// The step's file.
+    pub file: String,
+    /// `reloaded` or `refused` (the previous version kept running).
+    pub result: String,
+}
+
 /// Every metric of the host.
 #[derive(Debug)]
 pub struct Metrics {
@@ -97,6 +105,9 @@ pub struct Metrics {
     pub pull_stream_restarts: Family<SubscriptionLabels, Counter>,
     pub pull_confirmed: Family<SubscriptionLabels, Counter>,
     pub pull_unconfirmed: Family<SubscriptionLabels, Counter>,
+    pub udf: Family<PushLabels, Counter>,
+    pub udf_seconds: Family<RouteLabels, Histogram>,
+    pub udf_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
@@ -221,6 +232,22 @@ impl Metrics {
             "Acks and nacks Pub/Sub refused or never confirmed (exactly-once subscriptions; the message is redelivered)",
             pull_unconfirmed.clone(),
         );
+        let udf = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "udf",
+            "Messages through message-transform steps, by route and outcome (passed, dropped, failed)",
+            udf.clone(),
+        );
+        let udf_seconds = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_01, 2.0, 18))
+        });
+        registry.register(
+            "udf_seconds",
+            "Time one message spends in a route's message-transform steps",
+            udf_seconds.clone(),
+        );
+        let udf_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("udf_reloads", "Message-transform files reloaded after a change, by result", udf_reloads.clone());
         Arc::new(Self {
             registry,
             pushes,
@@ -251,6 +278,9 @@ impl Metrics {
             pull_stream_restarts,
             pull_confirmed,
             pull_unconfirmed,
+            udf,
+            udf_seconds,
+            udf_reloads,
         })
     }
 
@@ -292,5 +322,14 @@ impl Metrics {
 
     pub fn window_skip(&self, route: &str, reason: &str) {
         self.window_skipped.get_or_create(&SkipLabels { route: route.to_owned(), reason: reason.to_owned() }).inc();
+    }
+
+    pub fn udf(&self, route: &str, outcome: &str, seconds: f64) {
+        self.udf.get_or_create(&PushLabels { route: route.to_owned(), outcome: outcome.to_owned() }).inc();
+        self.udf_seconds.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+    }
+
+    pub fn udf_reload(&self, file: &str, result: &str) {
+        self.udf_reloads.get_or_create(&ReloadLabels { file: file.to_owned(), result: result.to_owned() }).inc();
     }
 }

@@ -149,7 +149,7 @@ impl App {
             return text(StatusCode::NOT_FOUND, "this route is not served in this mode\n");
         };
         let started = Instant::now();
-        let resp = self.call(handler, route.kind, input).await;
+        let resp = self.call(handler, route, input).await;
         if let Some(reason) = resp.headers().get("x-tributary-window-skip").and_then(|v| v.to_str().ok()) {
             self.metrics.window_skip(route.path, reason);
         }
@@ -195,7 +195,8 @@ impl App {
 
     /// Runs one request through a function: the body is read first (size and time limits), then the
     /// request takes a slot of its class.
-    async fn call(&self, handler: &Handler, kind: Kind, input: Input) -> Response<Body> {
+    async fn call(&self, handler: &Handler, route: functions::Route, input: Input) -> Response<Body> {
+        let kind = route.kind;
         let (limit, slots) = match kind {
             Kind::Push => (MAX_PUSH_BYTES, &self.push_slots),
             Kind::Tick => (MAX_TICK_BYTES, &self.internal_slots),
@@ -228,7 +229,7 @@ impl App {
             parts,
             Full::new(body).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
         );
-        let error = match handler.handle((), req).await {
+        let error = match handler.handle(route.path, req).await {
             Ok(resp) => return resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
             Err(error) => format!("{error:#}"),
         };

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use wasmtime::component::Component;
 
 use crate::admin::Admin;
+use crate::capabilities::message_transform::Steps;
 use crate::capabilities::settings::SettingsCtx;
 use crate::capabilities::sink::SinkCtx;
 use crate::capabilities::state::StateCtx;
@@ -56,7 +57,7 @@ pub struct RunningHost {
 }
 
 /// wasmtime has its own error type; it converts through `Box<dyn Error>`.
-fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
+pub(crate) fn wasm_error(e: wasmtime::Error) -> anyhow::Error {
     anyhow::Error::from_boxed(e.into_boxed_dyn_error())
 }
 
@@ -74,6 +75,7 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     let (sink, flusher) = GroupCommit::start(warehouse, config.sink.clone(), Arc::clone(&metrics));
     let store = state::open(&config.state, &config.data_dir).await.context("opening the state store")?;
 
+    let mut watchers = Vec::new();
     let (handlers, ticker) = match mode {
         Mode::Native => {
             let native = |f: &functions::Function| {
@@ -85,7 +87,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
             let functions = u32::try_from(functions::all().len()).unwrap_or(u32::MAX);
             let engine = engine::build_cached(&config.guest, functions, Some(&config.data_dir.join("compiled")))
                 .map_err(wasm_error)?;
-            let handlers = link_functions(config, &engine, &sink, &store, &metrics).await?;
+            let (handlers, steps) = link_functions(config, &engine, &sink, &store, &metrics).await?;
+            watchers.push(steps);
             (handlers.into_iter().map(|h| Some(Handler::Wasm(h))).collect(), Some(EpochTicker::start(engine)))
         }
     };
@@ -123,6 +126,8 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
     // Pull subscriptions feed the same functions; on shutdown they answer their in-flight messages
     // before the group commit drains.
     servers.extend(crate::pull::start(&config.pull, Arc::clone(&app), Arc::clone(&metrics), stopped.clone()).await?);
+    // Message-transform files are reloaded when they change.
+    servers.extend(watchers.into_iter().map(|steps| tokio::spawn(steps.watch(stopped.clone()))));
     if mode == Mode::Wasm && config.timers.tick_ms > 0 && functions::routes(Kind::Tick).next().is_some() {
         let every = Duration::from_millis(config.timers.tick_ms);
         servers.push(tokio::spawn(timer::run(reachable(admin_addr), every, stopped)));
@@ -190,25 +195,28 @@ async fn open_warehouse(
     Ok((Box::new(switch), reader, dashboard, Some(flag)))
 }
 
-/// Compiles every function of the registry and the transform they call (in parallel, off the async
-/// threads), and links each with the capabilities the registry grants it.
+/// Compiles every function of the registry, the transform they call and the message-transform steps in
+/// front of it (in parallel, off the async threads), and links each function with the capabilities the
+/// registry grants it.
 async fn link_functions(
     config: &Config,
     engine: &wasmtime::Engine,
     sink: &GroupCommit,
     store: &Arc<dyn StateStore>,
     metrics: &Arc<Metrics>,
-) -> anyhow::Result<Vec<crate::functions::instances::Handler>> {
+) -> anyhow::Result<(Vec<crate::functions::instances::Handler>, Arc<Steps>)> {
     let transform_bytes = match &config.components.transform {
         Some(path) => std::fs::read(path).with_context(|| format!("reading transform component {}", path.display()))?,
         None => components::TRANSFORM.to_vec(),
     };
+    let javascript = config.message_transforms.iter().any(|m| m.javascript.is_some());
     let compiled = {
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || {
             let transform = Component::new(&engine, &transform_bytes);
+            let js = javascript.then(|| Component::new(&engine, components::JS_UDF));
             let functions: Vec<_> = functions::all().iter().map(|f| Component::new(&engine, f.component)).collect();
-            (transform, functions)
+            (transform, js, functions)
         })
         .await?
     };
@@ -218,11 +226,15 @@ async fn link_functions(
             .map_err(wasm_error)
             .context("linking the transform component")?,
     );
+    let js = compiled.1.transpose().map_err(wasm_error).context("compiling the JavaScript UDF component")?;
+    let steps = Arc::new(
+        Steps::load(&config.message_transforms, engine, js.as_ref(), &config.guest, Arc::clone(metrics)).await?,
+    );
     let mut handlers = Vec::new();
-    for (function, component) in functions::all().iter().zip(compiled.1) {
+    for (function, component) in functions::all().iter().zip(compiled.2) {
         let component = component.map_err(wasm_error).with_context(|| format!("compiling {}", function.name))?;
         let imports = Imports {
-            transform: TransformCtx::new(Arc::clone(&runner)),
+            transform: TransformCtx::new(Arc::clone(&runner), Arc::clone(&steps)),
             sink: SinkCtx::new(sink.clone()),
             state: StateCtx::new(Arc::clone(store), function.name, &config.state, Arc::clone(metrics)),
             settings: SettingsCtx::new(config.function_settings(function.name)),
@@ -232,7 +244,7 @@ async fn link_functions(
             .with_context(|| format!("linking {}", function.name))?;
         handlers.push(handler);
     }
-    Ok(handlers)
+    Ok((handlers, steps))
 }
 
 impl RunningHost {

@@ -154,7 +154,7 @@ pub async fn decode_and_transform(
     match transform.transform(&msg) {
         Ok(rows) => Ok((msg, rows)),
         Err(r) => {
-            let failure = Failure { reason: r.reason, message: r.message, stage: "transform" };
+            let failure = Failure { stage: r.stage(), reason: r.reason, message: r.message };
             Err(dead_letter(&msg, failure, sink, now).await)
         }
     }
@@ -237,6 +237,20 @@ mod tests {
         assert_eq!((out.clone(), out.status()), (Outcome::Done, 204));
         assert_eq!(sink.tables(), vec!["streaming_events"]);
         assert_eq!(sink.writes.borrow()[0].json, r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn a_message_transform_refusal_is_dead_lettered_with_stage_udf() {
+        struct Refusing;
+        impl Transformer for Refusing {
+            fn transform(&self, _msg: &Message) -> Result<Vec<Row>, Rejection> {
+                Err(Rejection::new("udf-error", "scrub.js:3: TypeError: x is undefined"))
+            }
+        }
+        let sink = Recorder::default();
+        let out = block_on(push(&wrapped("1", br#"{"a":1}"#), &Refusing, &sink, Utc::now()));
+        assert!(matches!(&out, Outcome::DeadLettered(f) if f.stage == "udf" && f.message.contains("scrub.js:3")));
+        assert_eq!(sink.tables(), vec!["dead_letter"]);
     }
 
     #[test]

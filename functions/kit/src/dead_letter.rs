@@ -20,7 +20,7 @@ pub struct Failure {
     pub reason: String,
     /// What was expected and what arrived.
     pub message: String,
-    /// Which stage refused it: `decode`, `transform` or `sink`.
+    /// Which stage refused it: `decode`, `udf` (a message-transform step), `transform`, `sink`, `state`.
     pub stage: &'static str,
 }
 

@@ -86,7 +86,18 @@ impl Rejection {
     pub fn new(reason: impl Into<String>, message: impl Into<String>) -> Self {
         Self { reason: reason.into(), message: message.into() }
     }
+
+    /// The dead-letter stage of this refusal: `udf` when a message-transform step in front of the
+    /// transform refused the message (its reasons start with [`UDF_REASON_PREFIX`]), else `transform`.
+    pub fn stage(&self) -> &'static str {
+        if self.reason.starts_with(UDF_REASON_PREFIX) { "udf" } else { "transform" }
+    }
 }
+
+/// Reasons of refusals by a message-transform step (`udf-error`, `udf-timeout`, `udf-memory`,
+/// `udf-shape`...): the `transform` import answers them for the step, and they are dead-lettered with
+/// stage `udf`.
+pub const UDF_REASON_PREFIX: &str = "udf-";
 
 /// A failed write (`sink.write-error`): nothing of it is durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,3 +112,18 @@ pub enum WriteError {
 
 /// The outcome of a write that happened: rows refused permanently (empty when all landed).
 pub type WriteOutcome = Result<Vec<RowError>, WriteError>;
+
+/// The settings the JavaScript message-transform component (`functions/js-udf`) reads through
+/// `wasi:config/store`, as the host (or Spin's variables) fills them.
+pub mod udf_settings {
+    /// The script's text.
+    pub const SOURCE: &str = "udf_source";
+    /// The function to call.
+    pub const FUNCTION: &str = "udf_function";
+    /// `smt` (the default) or `dataflow`.
+    pub const STYLE: &str = "udf_style";
+    /// The script's file name, for messages.
+    pub const FILE: &str = "udf_file";
+    /// The styles `STYLE` takes.
+    pub const STYLES: [&str; 2] = ["smt", "dataflow"];
+}

@@ -4,6 +4,7 @@
 //! each store, and an `add_to_linker` that takes a projection from the store data to that context. No
 //! capability names the store type: `functions::instances` composes them.
 
+pub mod message_transform;
 pub mod settings;
 pub mod sink;
 pub mod state;

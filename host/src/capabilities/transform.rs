@@ -9,6 +9,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{TransformComponent, TransformComponentPre, transform, types};
+use crate::capabilities::message_transform::Steps;
 use crate::engine::{self, GuestConfig};
 
 /// Per-call state of a transform store: no files, no network, no environment.
@@ -78,8 +79,7 @@ impl TransformRunner {
         {
             pool.push(warm);
         }
-        // The export side has its own generated `rejection` type; the import side's is the same record.
-        Ok(result.map_err(|r| transform::Rejection { reason: r.reason, message: r.message }))
+        Ok(result)
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
@@ -100,13 +100,23 @@ impl TransformRunner {
     }
 }
 
-/// One instance's `transform`: the shared runner.
+/// One instance's `transform`: the route's message-transform steps, then the shared runner.
 #[derive(Clone)]
-pub struct TransformCtx(Arc<TransformRunner>);
+pub struct TransformCtx {
+    runner: Arc<TransformRunner>,
+    steps: Arc<Steps>,
+    /// The route of the request the instance is serving (set when each request starts).
+    route: &'static str,
+}
 
 impl TransformCtx {
-    pub fn new(runner: Arc<TransformRunner>) -> Self {
-        Self(runner)
+    pub fn new(runner: Arc<TransformRunner>, steps: Arc<Steps>) -> Self {
+        Self { runner, steps, route: "" }
+    }
+
+    /// The route whose steps apply to the next calls.
+    pub fn set_route(&mut self, route: &'static str) {
+        self.route = route;
     }
 }
 
@@ -124,6 +134,14 @@ impl transform::Host for TransformCtx {
         &mut self,
         msg: types::Message,
     ) -> wasmtime::Result<Result<Vec<types::Row>, transform::Rejection>> {
-        self.0.call(&msg).await
+        if self.steps.is_empty() {
+            return self.runner.call(&msg).await;
+        }
+        match self.steps.run(self.route, msg).await {
+            Ok(Some(msg)) => self.runner.call(&msg).await,
+            // Dropped by a step: no rows, and the push is acked.
+            Ok(None) => Ok(Ok(Vec::new())),
+            Err(rejection) => Ok(Err(rejection)),
+        }
     }
 }

@@ -197,7 +197,8 @@ pub struct Worker {
 
 impl WorkerState for Worker {
     type StoreData = InstanceState;
-    type RequestData = ();
+    /// The route being served: the `transform` import runs that route's message-transform steps.
+    type RequestData = &'static str;
 
     fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
         if total >= self.reuse {
@@ -212,9 +213,10 @@ impl WorkerState for Worker {
     fn on_request_start(
         &self,
         mut store: StoreContextMut<'_, InstanceState>,
-        _data: (),
+        route: &'static str,
         _task: wasmtime::component::GuestTaskId,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        store.data_mut().imports.transform.set_route(route);
         store.set_epoch_deadline(engine::ticks(self.request_timeout));
         Box::pin(tokio::time::sleep(self.request_timeout))
     }
