@@ -24,6 +24,7 @@ mod component {
     wit_bindgen::generate!({
         path: "../../wit",
         world: "message-transform-component",
+        generate_all,
     });
 
     use exports::tributary::pipeline::message_transform::Guest;
