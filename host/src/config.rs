@@ -138,7 +138,8 @@ impl Config {
         ];
         let push_routes: Vec<&str> = functions::routes(functions::Kind::Push).collect();
         let steps = self.message_transforms.iter().map(|m| m.validate(&self.guest, &push_routes));
-        for checked in sections.into_iter().chain(self.pull.iter().map(crate::pull::PullConfig::validate)).chain(steps) {
+        for checked in sections.into_iter().chain(self.pull.iter().map(crate::pull::PullConfig::validate)).chain(steps)
+        {
             checked.map_err(ConfigError::Invalid)?;
         }
         let invalid = |m: String| Err(ConfigError::Invalid(m));

@@ -247,7 +247,11 @@ impl Metrics {
             udf_seconds.clone(),
         );
         let udf_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("udf_reloads", "Message-transform files reloaded after a change, by result", udf_reloads.clone());
+        registry.register(
+            "udf_reloads",
+            "Message-transform files reloaded after a change, by result",
+            udf_reloads.clone(),
+        );
         Arc::new(Self {
             registry,
             pushes,

@@ -22,7 +22,8 @@ fn componentize_py() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_transform_component_produces_rows() {
     let dir = temp_dir("python");
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The tests belong to the host package (host/); the examples sit beside it.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let wasm = dir.join("python-transform.wasm");
     let (tool, out) = (componentize_py(), wasm.clone());
     let built = tokio::task::spawn_blocking(move || {
@@ -71,7 +72,8 @@ async fn a_python_transform_component_produces_rows() {
     assert_eq!(properties, json!({"sku": "sku-7", "transformed_by": "python", "attributes": {"shop": "eu"}}));
     assert_eq!((&rows[0]["event_type"], &rows[0]["page_url"]), (&json!("add_to_cart"), &json!("/cart")));
     assert!(rows[0]["ts"].as_str().unwrap_or_default().starts_with("2025-12-02 18:26:47"), "{rows:?}");
-    let letter = host.sql(&format!("SELECT stage, error_reason FROM dead_letter WHERE message_id = '{}'", ids[50])).await;
+    let letter =
+        host.sql(&format!("SELECT stage, error_reason FROM dead_letter WHERE message_id = '{}'", ids[50])).await;
     assert_eq!(letter, vec![json!({"stage": "transform", "error_reason": "missing-field"})]);
     assert_eq!(host.count("SELECT count(*) FROM streaming_events").await, 50);
 }

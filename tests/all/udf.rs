@@ -136,7 +136,8 @@ function = "fold"
     assert_eq!(host.metric("tributary_udf_total", &["outcome=\"passed\""]).await, 200.0);
     assert_eq!(host.metric("tributary_udf_total", &["outcome=\"failed\""]).await, failing.len() as f64);
     // Every failure is one dead letter, stage `udf`, with the original payload and the reason.
-    let letters = host.sql("SELECT message_id, stage, error_reason, error_message, payload_text FROM dead_letter").await;
+    let letters =
+        host.sql("SELECT message_id, stage, error_reason, error_message, payload_text FROM dead_letter").await;
     assert_eq!(letters.len(), failing.len(), "{letters:?}");
     let by_id: BTreeMap<&str, &Value> = letters.iter().map(|l| (l["message_id"].as_str().expect("id"), l)).collect();
     for (id, (data, reason)) in ids[220..].iter().zip(&failing) {
@@ -205,7 +206,11 @@ style = "dataflow"
                 .await;
             }
             2 => {
-                write(&dir, "process.js", "function process(inJson) {\n  var obj = JSON.parse(inJson)\n  return JSON.stringify(obj;\n}\n");
+                write(
+                    &dir,
+                    "process.js",
+                    "function process(inJson) {\n  var obj = JSON.parse(inJson)\n  return JSON.stringify(obj;\n}\n",
+                );
                 wait_for("the refused reload", Duration::from_secs(30), || async {
                     (host.metric("tributary_udf_reloads_total", &["result=\"refused\""]).await >= 1.0).then_some(())
                 })
@@ -235,7 +240,8 @@ style = "dataflow"
     assert_eq!(host.count("SELECT count(*) FROM dead_letter").await, 0);
     // The refused reload names the file and the line.
     let log = host.log_text();
-    let refused = log.lines().find(|l| l.contains("does not load")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
+    let refused =
+        log.lines().find(|l| l.contains("does not load")).unwrap_or_else(|| panic!("no refusal logged:\n{log}"));
     assert!(refused.contains("process.js") && refused.contains("line 3"), "{refused}");
 }
 

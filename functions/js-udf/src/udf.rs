@@ -147,10 +147,7 @@ impl Udf {
             }
             Style::Dataflow => vec![JsValue::from(JsString::from(data))],
         };
-        let result = self
-            .function
-            .call(&JsValue::undefined(), &args, &mut self.context)
-            .map_err(|e| self.threw(&e))?;
+        let result = self.function.call(&JsValue::undefined(), &args, &mut self.context).map_err(|e| self.threw(&e))?;
         match self.spec.style {
             Style::Smt => self.smt_verdict(&result, &msg.attributes),
             Style::Dataflow => self.dataflow_verdict(&result, &msg.attributes),
@@ -203,7 +200,9 @@ impl Udf {
             return Ok(Verdict::Drop);
         }
         match result.as_string() {
-            Some(s) => Ok(Verdict::Keep { data: s.to_std_string_escaped().into_bytes(), attributes: original.to_vec() }),
+            Some(s) => {
+                Ok(Verdict::Keep { data: s.to_std_string_escaped().into_bytes(), attributes: original.to_vec() })
+            }
             None => {
                 let json = result.to_json(&mut self.context).ok().flatten();
                 Err(self.shape(format!("{}, not a string (return JSON.stringify(obj))", kind(json.as_ref()))))
@@ -292,10 +291,7 @@ mod tests {
         let verdict = udf.apply(&message(r#"{"user_id":"u1","email":"a@b.c"}"#)).unwrap();
         let Verdict::Keep { data, attributes } = verdict else { panic!("kept") };
         let event: Value = serde_json::from_slice(&data).unwrap();
-        assert_eq!(
-            event,
-            serde_json::json!({"user_id":"u1","seen_id":"m-1","seen_at":"2026-12-03T18:52:04Z"})
-        );
+        assert_eq!(event, serde_json::json!({"user_id":"u1","seen_id":"m-1","seen_at":"2026-12-03T18:52:04Z"}));
         assert_eq!(attributes, vec![("source".to_owned(), "web".to_owned())]);
         // The engine is reused: a second message gets a fresh message object.
         let again = udf.apply(&message(r#"{"user_id":"u2"}"#)).unwrap();
@@ -310,7 +306,9 @@ mod tests {
         let Verdict::Keep { data, attributes } = keep.apply(&message("{}")).unwrap() else { panic!() };
         assert_eq!((data, attributes.len()), (b"{} ".to_vec(), 2));
         let mut clear = udf("function f(m) { return { data: m.data, attributes: {} }; }", "f", Style::Smt).unwrap();
-        assert!(matches!(clear.apply(&message("{}")).unwrap(), Verdict::Keep { attributes, .. } if attributes.is_empty()));
+        assert!(
+            matches!(clear.apply(&message("{}")).unwrap(), Verdict::Keep { attributes, .. } if attributes.is_empty())
+        );
     }
 
     #[test]
@@ -342,7 +340,10 @@ mod tests {
         let text = error.to_string();
         assert!(text.starts_with("udfs/test.js: SyntaxError") && text.contains("line 3"), "{text}");
         let error = udf("function g(m) { return m; }", "scrub", Style::Smt).err().unwrap();
-        assert_eq!(error.to_string(), "udfs/test.js: no function named \"scrub\" is defined (the step's `function` setting)");
+        assert_eq!(
+            error.to_string(),
+            "udfs/test.js: no function named \"scrub\" is defined (the step's `function` setting)"
+        );
         assert!(Style::parse(Some("beam")).is_err());
     }
 
@@ -358,7 +359,10 @@ mod tests {
         "#;
         let mut udf = udf(source, "process", Style::Dataflow).unwrap();
         let Verdict::Keep { data, attributes } = udf.apply(&message(r#"{"type":"view"}"#)).unwrap() else { panic!() };
-        assert_eq!((String::from_utf8(data).unwrap(), attributes.len()), (r#"{"type":"view","processed":true}"#.into(), 2));
+        assert_eq!(
+            (String::from_utf8(data).unwrap(), attributes.len()),
+            (r#"{"type":"view","processed":true}"#.into(), 2)
+        );
         assert_eq!(udf.apply(&message(r#"{"type":"heartbeat"}"#)).unwrap(), Verdict::Drop);
         let mut object = super::Udf::compile(Spec {
             file: "x.js".into(),

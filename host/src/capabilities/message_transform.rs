@@ -306,12 +306,13 @@ impl Step {
     pub async fn apply(&self, msg: &types::Message) -> Result<Option<types::Message>, types::Rejection> {
         let version = Arc::clone(&self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let warm = version.warm.lock().ok().and_then(|mut w| w.pop());
-        let mut warm = match warm {
-            Some(w) => w,
-            None => self.recipe.instantiate(&version).await.map_err(|e| {
-                refusal("udf-error", format!("{}: starting the step failed: {e:#}", self.recipe.label))
-            })?,
-        };
+        let mut warm =
+            match warm {
+                Some(w) => w,
+                None => self.recipe.instantiate(&version).await.map_err(|e| {
+                    refusal("udf-error", format!("{}: starting the step failed: {e:#}", self.recipe.label))
+                })?,
+            };
         warm.store.set_epoch_deadline(engine::ticks(self.recipe.timeout));
         let called = warm.instance.tributary_pipeline_message_transform().call_apply(&mut warm.store, msg).await;
         let answer = match called {
@@ -415,11 +416,7 @@ impl Steps {
 
     /// Runs `route`'s steps on `msg`: `Ok(None)` when one dropped it, `Err` when one refused it. A
     /// route without steps gets its message back as it was.
-    pub async fn run(
-        &self,
-        route: &str,
-        msg: types::Message,
-    ) -> Result<Option<types::Message>, types::Rejection> {
+    pub async fn run(&self, route: &str, msg: types::Message) -> Result<Option<types::Message>, types::Rejection> {
         let Some(steps) = self.by_route.get(route) else { return Ok(Some(msg)) };
         let started = Instant::now();
         let mut current = msg;

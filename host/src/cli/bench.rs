@@ -14,6 +14,7 @@ use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use tributary_model::Row;
 
+use tributary::capabilities::message_transform::{MessageTransformConfig, Steps};
 use tributary::config::Config;
 use tributary::group_commit::SinkConfig;
 use tributary::state::{StateBackend, StateConfig};
@@ -56,6 +57,96 @@ pub struct BenchOptions {
     /// Also run the stateful pass with Redis state at this URL, e.g. `redis://127.0.0.1:6379`.
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// Calls in the JavaScript UDF step's per-message pass (0: skip the UDF passes, including the
+    /// wasm + UDF rounds).
+    #[arg(long, default_value_t = 3000)]
+    pub udf_calls: usize,
+}
+
+/// A typical Pub/Sub SMT UDF: parse the payload, delete a field, stringify.
+const BENCH_UDF: &str = r"function scrub(message, metadata) {
+  const event = JSON.parse(message.data);
+  delete event.referrer;
+  return { data: JSON.stringify(event), attributes: message.attributes };
+}
+";
+
+/// The step's per-message cost, timed around each call in this process (no HTTP, no warehouse).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UdfPass {
+    p50: Duration,
+    p99: Duration,
+    cpu_per_call: Duration,
+}
+
+fn udf_config(dir: &std::path::Path) -> anyhow::Result<MessageTransformConfig> {
+    std::fs::create_dir_all(dir)?;
+    let file = dir.join("scrub.js");
+    std::fs::write(&file, BENCH_UDF)?;
+    Ok(MessageTransformConfig {
+        routes: vec!["/push/events".into()],
+        javascript: Some(file),
+        function: Some("scrub".into()),
+        style: None,
+        component: None,
+        settings: std::collections::BTreeMap::new(),
+        timeout_ms: None,
+        memory_mib: None,
+    })
+}
+
+/// Calls the UDF step `calls` times on the benchmark's event, one at a time.
+async fn udf_pass(calls: usize) -> anyhow::Result<UdfPass> {
+    use tributary::bindings::types;
+    let dir = std::env::temp_dir().join(format!("tributary-bench-udf-{}", std::process::id()));
+    let config = udf_config(&dir)?;
+    let guest = tributary::engine::GuestConfig::default();
+    let wasm = |e: wasmtime::Error| anyhow::Error::from_boxed(e.into_boxed_dyn_error());
+    let engine = tributary::engine::build(&guest, 1).map_err(wasm)?;
+    let _ticker = tributary::engine::EpochTicker::start(engine.clone());
+    let js = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || wasmtime::component::Component::new(&engine, tributary::components::JS_UDF))
+            .await?
+            .map_err(wasm)?
+    };
+    let steps = Steps::load(&[config], &engine, Some(&js), &guest, tributary::metrics::Metrics::new()).await?;
+    let event = br#"{"user_id":"user_1","event_type":"page_view","timestamp":"2024-01-01 10:00:00","page_url":"/products/7","session_id":"session_1","referrer":"bench"}"#;
+    let msg = |i: usize| types::Message {
+        id: i.to_string(),
+        data: event.to_vec(),
+        attributes: vec![("source".into(), "bench".into())],
+        publish_time: Some("2024-01-01T10:00:00.000Z".into()),
+        ordering_key: None,
+        subscription: None,
+        delivery_attempt: None,
+    };
+    for i in 0..200 {
+        steps.run("/push/events", msg(i)).await.map_err(|r| anyhow::anyhow!("{}: {}", r.reason, r.message))?;
+    }
+    let cpu_before = process_cpu();
+    let mut latencies = Vec::with_capacity(calls);
+    for i in 0..calls {
+        let t = Instant::now();
+        let out = steps.run("/push/events", msg(i)).await;
+        latencies.push(t.elapsed());
+        let kept = out.map_err(|r| anyhow::anyhow!("{}: {}", r.reason, r.message))?.context("the UDF dropped")?;
+        ensure!(!String::from_utf8_lossy(&kept.data).contains("referrer"), "the UDF did not scrub");
+    }
+    let cpu_per_call = (process_cpu() - cpu_before) / u32::try_from(calls.max(1)).unwrap_or(u32::MAX);
+    let _ = std::fs::remove_dir_all(&dir);
+    latencies.sort();
+    let at = |q: f64| {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a sorted list"
+        )]
+        let i = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies.get(i).copied().unwrap_or_default()
+    };
+    Ok(UdfPass { p50: at(0.5), p99: at(0.99), cpu_per_call })
 }
 
 /// The stateful anomaly route with one state backend: every push is a compare-and-swap on one key.
@@ -290,6 +381,8 @@ pub struct Report {
     options: BenchOptions,
     native: ModeReport,
     wasm: ModeReport,
+    /// The wasm path with the JavaScript UDF step, and the step alone.
+    udf: Option<(ModeReport, UdfPass)>,
     bigquery: Vec<SinkPass>,
     state: Vec<StatePass>,
 }
@@ -386,13 +479,16 @@ fn metric(text: &str, name: &str, labels: &str) -> f64 {
         .max(0.0)
 }
 
-async fn round(mode: Mode, options: &BenchOptions) -> anyhow::Result<ModeReport> {
-    let dir = std::env::temp_dir().join(format!("tributary-bench-{}-{:?}", std::process::id(), mode));
+/// One round of one mode; `udf`: with the benchmark's JavaScript UDF in front of the transform.
+async fn round(mode: Mode, options: &BenchOptions, udf: bool) -> anyhow::Result<ModeReport> {
+    let dir = std::env::temp_dir().join(format!("tributary-bench-{}-{:?}-{udf}", std::process::id(), mode));
     let _ = std::fs::remove_dir_all(&dir);
+    let message_transforms = if udf { vec![udf_config(&dir.join("udfs"))?] } else { Vec::new() };
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         admin_listen: "127.0.0.1:0".parse()?,
         data_dir: dir.clone(),
+        message_transforms,
         ..Config::default()
     };
     let host = tributary::start(&config, mode).await?;
@@ -437,13 +533,23 @@ fn median_report(rounds: &[ModeReport]) -> ModeReport {
 
 /// Runs the benchmark.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
-    let (mut native, mut wasm) = (Vec::new(), Vec::new());
+    let (mut native, mut wasm, mut udf) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..options.rounds.max(1) {
         tracing::info!(round = r + 1, "native baseline");
-        native.push(round(Mode::Native, options).await?);
+        native.push(round(Mode::Native, options, false).await?);
         tracing::info!(round = r + 1, "wasm");
-        wasm.push(round(Mode::Wasm, options).await?);
+        wasm.push(round(Mode::Wasm, options, false).await?);
+        if options.udf_calls > 0 {
+            tracing::info!(round = r + 1, "wasm with a JavaScript UDF step");
+            udf.push(round(Mode::Wasm, options, true).await?);
+        }
     }
+    let udf = if options.udf_calls > 0 {
+        tracing::info!(calls = options.udf_calls, "the JavaScript UDF step alone");
+        Some((median_report(&udf), udf_pass(options.udf_calls).await?))
+    } else {
+        None
+    };
     let mut bigquery = Vec::new();
     if options.bigquery_api_endpoint.is_some() {
         let mut passes = vec![(Backend::BigqueryInsertall, WriteStream::Default, "insertall")];
@@ -471,7 +577,14 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Report> {
             state.push(state_pass(options, "redis", redis).await?);
         }
     }
-    Ok(Report { options: options.clone(), native: median_report(&native), wasm: median_report(&wasm), bigquery, state })
+    Ok(Report {
+        options: options.clone(),
+        native: median_report(&native),
+        wasm: median_report(&wasm),
+        udf,
+        bigquery,
+        state,
+    })
 }
 
 impl fmt::Display for Report {
@@ -492,7 +605,11 @@ impl fmt::Display for Report {
             "{:<22} {:>10} {:>9} {:>9} {:>12} {:>11} {:>13}",
             "path", "pushes/s", "p50 ms", "p99 ms", "c=1 p50 ms", "rows/flush", "CPU µs/push"
         )?;
-        for (name, r) in [("native baseline", &self.native), ("wasm (pubsub-push)", &self.wasm)] {
+        let mut paths = vec![("native baseline", &self.native), ("wasm (pubsub-push)", &self.wasm)];
+        if let Some((with_udf, _)) = &self.udf {
+            paths.push(("wasm + JavaScript UDF", with_udf));
+        }
+        for (name, r) in paths {
             writeln!(
                 f,
                 "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>12.3} {:>11.1} {:>13.0}",
@@ -516,6 +633,23 @@ impl fmt::Display for Report {
             latency * 1e6
         )?;
         write!(f, "(c=1 latency is dominated by the warehouse commit, which both paths share)")?;
+        if let Some((with_udf, step)) = &self.udf {
+            let ratio = with_udf.throughput.per_second / self.wasm.throughput.per_second.max(f64::MIN_POSITIVE);
+            writeln!(f)?;
+            writeln!(
+                f,
+                "JavaScript UDF step (Boa in wasm; JSON.parse, delete a field, JSON.stringify), {} calls one at a time:",
+                o.udf_calls
+            )?;
+            writeln!(
+                f,
+                "  p50 {:.0} µs, p99 {:.0} µs per message, {:.0} µs CPU per message",
+                step.p50.as_secs_f64() * 1e6,
+                step.p99.as_secs_f64() * 1e6,
+                step.cpu_per_call.as_secs_f64() * 1e6
+            )?;
+            write!(f, "throughput ratio with/without the step: {ratio:.2}")?;
+        }
         if !self.bigquery.is_empty() {
             writeln!(f)?;
             writeln!(
