@@ -236,7 +236,7 @@ style = "dataflow"
     let got = count_versions().await;
     assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 2], "{got:?} (want about {want:?})");
     assert!(got[&2] >= 400, "after the refused reload, v2 kept running: {got:?}");
-    assert_eq!(host.count("SELECT count(DISTINCT message_id) FROM streaming_events").await, total as i64);
+    assert_eq!(host.count("SELECT count(DISTINCT message_id) FROM streaming_events").await, total);
     assert_eq!(host.count("SELECT count(*) FROM dead_letter").await, 0);
     // The refused reload names the file and the line.
     let log = host.log_text();

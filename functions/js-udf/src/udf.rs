@@ -143,7 +143,7 @@ impl Udf {
                 if let Some(k) = msg.ordering_key.as_ref().filter(|k| !k.is_empty()) {
                     metadata.insert("ordering_key".into(), Value::String(k.clone()));
                 }
-                vec![self.to_js(&message)?, self.to_js(&Value::Object(metadata))?]
+                vec![self.js_value(&message)?, self.js_value(&Value::Object(metadata))?]
             }
             Style::Dataflow => vec![JsValue::from(JsString::from(data))],
         };
@@ -154,7 +154,7 @@ impl Udf {
         }
     }
 
-    fn to_js(&mut self, value: &Value) -> Result<JsValue, UdfError> {
+    fn js_value(&mut self, value: &Value) -> Result<JsValue, UdfError> {
         JsValue::from_json(value, &mut self.context).map_err(|e| self.threw(&e))
     }
 
@@ -287,39 +287,40 @@ mod tests {
 
     #[test]
     fn an_smt_udf_rewrites_data_and_attributes() {
-        let mut udf = udf(SCRUB, "scrub", Style::Smt).unwrap();
-        let verdict = udf.apply(&message(r#"{"user_id":"u1","email":"a@b.c"}"#)).unwrap();
+        let mut udf = udf(SCRUB, "scrub", Style::Smt).expect("works");
+        let verdict = udf.apply(&message(r#"{"user_id":"u1","email":"a@b.c"}"#)).expect("works");
         let Verdict::Keep { data, attributes } = verdict else { panic!("kept") };
-        let event: Value = serde_json::from_slice(&data).unwrap();
+        let event: Value = serde_json::from_slice(&data).expect("works");
         assert_eq!(event, serde_json::json!({"user_id":"u1","seen_id":"m-1","seen_at":"2026-12-03T18:52:04Z"}));
         assert_eq!(attributes, vec![("source".to_owned(), "web".to_owned())]);
         // The engine is reused: a second message gets a fresh message object.
-        let again = udf.apply(&message(r#"{"user_id":"u2"}"#)).unwrap();
+        let again = udf.apply(&message(r#"{"user_id":"u2"}"#)).expect("works");
         assert!(matches!(again, Verdict::Keep { attributes, .. } if attributes.len() == 1));
     }
 
     #[test]
     fn null_drops_missing_attributes_keep_and_empty_attributes_clear() {
-        let mut drop = udf("function f(m) { return null; }", "f", Style::Smt).unwrap();
-        assert_eq!(drop.apply(&message("{}")).unwrap(), Verdict::Drop);
-        let mut keep = udf("function f(m) { return { data: m.data + ' ' }; }", "f", Style::Smt).unwrap();
-        let Verdict::Keep { data, attributes } = keep.apply(&message("{}")).unwrap() else { panic!() };
+        let mut drop = udf("function f(m) { return null; }", "f", Style::Smt).expect("works");
+        assert_eq!(drop.apply(&message("{}")).expect("works"), Verdict::Drop);
+        let mut keep = udf("function f(m) { return { data: m.data + ' ' }; }", "f", Style::Smt).expect("works");
+        let Verdict::Keep { data, attributes } = keep.apply(&message("{}")).expect("works") else { panic!() };
         assert_eq!((data, attributes.len()), (b"{} ".to_vec(), 2));
-        let mut clear = udf("function f(m) { return { data: m.data, attributes: {} }; }", "f", Style::Smt).unwrap();
+        let mut clear =
+            udf("function f(m) { return { data: m.data, attributes: {} }; }", "f", Style::Smt).expect("works");
         assert!(
-            matches!(clear.apply(&message("{}")).unwrap(), Verdict::Keep { attributes, .. } if attributes.is_empty())
+            matches!(clear.apply(&message("{}")).expect("works"), Verdict::Keep { attributes, .. } if attributes.is_empty())
         );
     }
 
     #[test]
     fn a_throw_or_a_wrong_shape_is_a_udf_error_naming_the_file() {
-        let mut throws = udf("function f(m) { return JSON.parse(m.data).a.b; }", "f", Style::Smt).unwrap();
-        let error = throws.apply(&message("{}")).unwrap_err();
+        let mut throws = udf("function f(m) { return JSON.parse(m.data).a.b; }", "f", Style::Smt).expect("works");
+        let error = throws.apply(&message("{}")).expect_err("fails");
         assert_eq!(error.reason(), "udf-error");
         assert!(error.to_string().starts_with("udfs/test.js: f threw TypeError"), "{error}");
 
-        let mut custom = udf("function f(m) { throw new Error('no user'); }", "f", Style::Smt).unwrap();
-        assert!(custom.apply(&message("{}")).unwrap_err().to_string().contains("Error: no user"));
+        let mut custom = udf("function f(m) { throw new Error('no user'); }", "f", Style::Smt).expect("works");
+        assert!(custom.apply(&message("{}")).expect_err("fails").to_string().contains("Error: no user"));
 
         for (source, expected) in [
             ("function f(m) { }", "returned undefined"),
@@ -328,7 +329,7 @@ mod tests {
             ("function f(m) { return { data: 'x', attributes: { a: 1 } }; }", "attribute \"a\" as a number"),
             ("function f(m) { return { data: 'x', extra: 1 }; }", "unknown key \"extra\""),
         ] {
-            let error = udf(source, "f", Style::Smt).unwrap().apply(&message("{}")).unwrap_err();
+            let error = udf(source, "f", Style::Smt).expect("works").apply(&message("{}")).expect_err("fails");
             assert_eq!(error.reason(), "udf-shape", "{source}");
             assert!(error.to_string().contains(expected), "{source}: {error}");
         }
@@ -336,10 +337,10 @@ mod tests {
 
     #[test]
     fn a_syntax_error_names_file_and_line_and_a_missing_function_is_named() {
-        let error = udf("function f(m) {\n  return m.data;\n  let = ;\n}", "f", Style::Smt).err().unwrap();
+        let error = udf("function f(m) {\n  return m.data;\n  let = ;\n}", "f", Style::Smt).err().expect("refused");
         let text = error.to_string();
         assert!(text.starts_with("udfs/test.js: SyntaxError") && text.contains("line 3"), "{text}");
-        let error = udf("function g(m) { return m; }", "scrub", Style::Smt).err().unwrap();
+        let error = udf("function g(m) { return m; }", "scrub", Style::Smt).err().expect("refused");
         assert_eq!(
             error.to_string(),
             "udfs/test.js: no function named \"scrub\" is defined (the step's `function` setting)"
@@ -357,28 +358,30 @@ mod tests {
               return JSON.stringify(obj);
             }
         "#;
-        let mut udf = udf(source, "process", Style::Dataflow).unwrap();
-        let Verdict::Keep { data, attributes } = udf.apply(&message(r#"{"type":"view"}"#)).unwrap() else { panic!() };
+        let mut udf = udf(source, "process", Style::Dataflow).expect("works");
+        let Verdict::Keep { data, attributes } = udf.apply(&message(r#"{"type":"view"}"#)).expect("works") else {
+            panic!()
+        };
         assert_eq!(
-            (String::from_utf8(data).unwrap(), attributes.len()),
+            (String::from_utf8(data).expect("works"), attributes.len()),
             (r#"{"type":"view","processed":true}"#.into(), 2)
         );
-        assert_eq!(udf.apply(&message(r#"{"type":"heartbeat"}"#)).unwrap(), Verdict::Drop);
+        assert_eq!(udf.apply(&message(r#"{"type":"heartbeat"}"#)).expect("works"), Verdict::Drop);
         let mut object = super::Udf::compile(Spec {
             file: "x.js".into(),
             source: "function process(s) { return JSON.parse(s); }".into(),
             function: "process".into(),
             style: Style::Dataflow,
         })
-        .unwrap();
-        assert!(object.apply(&message("{}")).unwrap_err().to_string().contains("an object, not a string"));
+        .expect("works");
+        assert!(object.apply(&message("{}")).expect_err("fails").to_string().contains("an object, not a string"));
     }
 
     #[test]
     fn binary_payloads_are_refused_not_mangled() {
-        let mut udf = udf("function f(m) { return m; }", "f", Style::Smt).unwrap();
+        let mut udf = udf("function f(m) { return m; }", "f", Style::Smt).expect("works");
         let msg = Message { data: vec![0xff, 0xfe], ..message("") };
-        assert_eq!(udf.apply(&msg).unwrap_err().reason(), "udf-input");
+        assert_eq!(udf.apply(&msg).expect_err("fails").reason(), "udf-input");
     }
 
     #[test]
