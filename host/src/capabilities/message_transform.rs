@@ -470,3 +470,53 @@ impl Steps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> MessageTransformConfig {
+        toml::from_str(text).expect("a step")
+    }
+
+    const ROUTES: [&str; 2] = ["/push/events", "/push/sensors"];
+
+    #[test]
+    fn a_javascript_step_needs_a_function_and_a_known_style_and_push_routes() {
+        let guest = GuestConfig::default();
+        let ok = parse("routes = [\"/push/events\"]\njavascript = \"udfs/a.js\"\nfunction = \"scrub\"\n");
+        assert_eq!(ok.validate(&guest, &ROUTES), Ok(()));
+        let cases = [
+            ("routes = [\"/push/events\"]\njavascript = \"a.js\"\n", "`function` names"),
+            (
+                "routes = [\"/push/events\"]\njavascript = \"a.js\"\nfunction = \"f\"\nstyle = \"beam\"\n",
+                "style must be",
+            ),
+            ("routes = [\"/push/events/tick\"]\njavascript = \"a.js\"\nfunction = \"f\"\n", "is not a push route"),
+            ("routes = []\njavascript = \"a.js\"\nfunction = \"f\"\n", "`routes` is empty"),
+            ("routes = [\"/push/events\"]\n", "exactly one of"),
+            (
+                "routes = [\"/push/events\"]\njavascript = \"a.js\"\ncomponent = \"b.wasm\"\nfunction = \"f\"\n",
+                "exactly one of",
+            ),
+            ("routes = [\"/push/events\"]\ncomponent = \"b.wasm\"\nfunction = \"f\"\n", "are for `javascript` steps"),
+            ("routes = [\"/push/events\"]\njavascript = \"a.js\"\nfunction = \"f\"\nmemory_mib = 4096\n", "memory_mib"),
+            ("routes = [\"/push/events\"]\njavascript = \"a.js\"\nfunction = \"f\"\ntimeout_ms = 0\n", "timeout_ms"),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).validate(&guest, &ROUTES).expect_err(text);
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        assert!(toml::from_str::<MessageTransformConfig>("routes = []\njs = \"a.js\"\n").is_err(), "unknown keys");
+    }
+
+    #[test]
+    fn files_are_relative_to_the_config_file() {
+        let mut step = parse("routes = [\"/push/events\"]\njavascript = \"udfs/a.js\"\nfunction = \"f\"\n");
+        step.resolve(Path::new("/etc/tributary"));
+        assert_eq!(step.file(), Path::new("/etc/tributary/udfs/a.js"));
+        let mut absolute = parse("routes = [\"/push/events\"]\ncomponent = \"/opt/step.wasm\"\n");
+        absolute.resolve(Path::new("/etc/tributary"));
+        assert_eq!(absolute.file(), Path::new("/opt/step.wasm"));
+    }
+}
