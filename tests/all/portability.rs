@@ -27,6 +27,7 @@ const SPIN: &[&str] = &["wasi:config/store@0.2.0-draft-2024-09-27", "wasi:keyval
 const ADAPTERS: &[(&str, &str)] = &[
     ("tributary:pipeline/transform@0.1.0", "functions/transform"),
     ("tributary:pipeline/sink@0.1.0", "functions/sink-http"),
+    ("tributary:pipeline/message-transform@0.1.0", "functions/js-udf, or any message-transform component"),
     ("tributary:pipeline/types@0.1.0", "(types only, shared with the adapters)"),
 ];
 
@@ -46,14 +47,17 @@ fn every_import_is_provided_by_the_host_and_by_spin_with_the_adapters() {
     let mut built: Vec<(&str, Vec<u8>)> = functions::all().iter().map(|f| (f.name, f.component.to_vec())).collect();
     built.push(("transform", components::TRANSFORM.to_vec()));
     built.push(("sink-http", read(components::SINK_HTTP_PATH)));
+    built.push(("js-udf", components::JS_UDF.to_vec()));
+    built.push(("transform-steps", read(components::TRANSFORM_STEPS_PATH)));
     let mut missing_host = Vec::new();
     let mut missing_spin = Vec::new();
     for (name, bytes) in &built {
         let list = imports(&engine, bytes);
         assert!(!list.is_empty(), "{name} imports nothing?");
         for import in list {
-            // The host runs every component but the sink adapter, which exists for other hosts.
-            if *name != "sink-http" && !provided(HOST, &import) {
+            // The host runs every component but the adapters that exist for other hosts (the sink
+            // adapter, and the steps-in-front-of-a-transform composition: the host runs steps itself).
+            if !["sink-http", "transform-steps"].contains(name) && !provided(HOST, &import) {
                 missing_host.push(format!("{name}: {import}"));
             }
             let adapter = ADAPTERS.iter().any(|(i, _)| import == *i);

@@ -24,11 +24,34 @@ fn tool(name: &str) -> PathBuf {
 /// `pubsub-push` + `transform` + `sink-http` composed with `wac plug`, served by `wasmtime serve` with
 /// the sink adapter pointed at `host` and `envs` besides; returns the guard and the address.
 async fn serve_composed(data: &std::path::Path, host: &Host, envs: &[String]) -> (ChildGuard, String) {
+    serve_composed_with(data, host, envs, std::path::Path::new(tributary::components::TRANSFORM_PATH)).await
+}
+
+/// `wac plug`, checked.
+fn plug(socket: &std::path::Path, plugs: &[&std::path::Path], out: &std::path::Path) {
+    let mut cmd = Command::new(tool("wac"));
+    cmd.arg("plug").arg(socket);
+    for p in plugs {
+        cmd.arg("--plug").arg(p);
+    }
+    let done = cmd.arg("-o").arg(out).output().expect("running wac");
+    assert!(done.status.success(), "wac plug: {}", String::from_utf8_lossy(&done.stderr));
+}
+
+/// [`serve_composed`] with `transform` (a component exporting `transform`) as the push handler's transform.
+async fn serve_composed_with(
+    data: &std::path::Path,
+    host: &Host,
+    envs: &[String],
+    transform: &std::path::Path,
+) -> (ChildGuard, String) {
     let composed = data.join("pubsub_push_composed.wasm");
     let out = Command::new(tool("wac"))
         .arg("plug")
         .arg(tributary::components::PUBSUB_PUSH_PATH)
-        .args(["--plug", tributary::components::TRANSFORM_PATH, "--plug", tributary::components::SINK_HTTP_PATH])
+        .arg("--plug")
+        .arg(transform)
+        .args(["--plug", tributary::components::SINK_HTTP_PATH])
         .arg("-o")
         .arg(&composed)
         .output()
@@ -89,6 +112,51 @@ async fn composed_push_handler_under_wasmtime_serve_lands_rows_in_the_host() {
     .await;
     let log = std::fs::read_to_string(data.join("wasmtime-serve.log")).unwrap_or_default();
     assert_eq!(host.count("SELECT count(DISTINCT user_id) FROM streaming_events").await, 50, "{log}");
+}
+
+/// A message-transform step under a host that does not run steps: `transform-steps` composed with a step
+/// component (a Rust test step here) and the transform, plugged into the push handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_transform_step_composed_in_front_of_the_transform_runs_under_wasmtime_serve() {
+    use std::path::Path;
+    let data = temp_dir("wasmtime-serve-steps");
+    let host = Host::start(&data, "").await;
+    let chain = data.join("transform_with_steps.wasm");
+    plug(
+        Path::new(tributary::components::TRANSFORM_STEPS_PATH),
+        &[Path::new(env!("TRIBUTARY_TAG_STEP_WASM")), Path::new(tributary::components::TRANSFORM_PATH)],
+        &chain,
+    );
+    let (_serve, addr) = serve_composed_with(&data, &host, &[], &chain).await;
+
+    let pubsub = PubSub::start().await;
+    pubsub.create_topic("events").await;
+    pubsub.create_push_subscription("serve-steps", "events", &format!("http://{addr}/push/events"), false).await;
+    let mut msgs: Vec<(Vec<u8>, serde_json::Value)> = (0..30)
+        .map(|i| {
+            let e = json!({"user_id": format!("u{i}"), "event_type": "view", "timestamp": "2024-01-01 10:00:00"});
+            (e.to_string().into_bytes(), json!({}))
+        })
+        .collect();
+    msgs.extend(
+        (0..5).map(|i| {
+            (json!({"user_id": format!("h{i}"), "event_type": "heartbeat"}).to_string().into_bytes(), json!({}))
+        }),
+    );
+    msgs.push((b"not json".to_vec(), json!({})));
+    pubsub.publish("events", &msgs).await;
+    wait_for("30 tagged events and 1 dead letter through wasmtime serve", Duration::from_secs(90), || async {
+        let done = host.count("SELECT count(*) FROM streaming_events").await == 30
+            && host.count("SELECT count(*) FROM dead_letter").await == 1;
+        done.then_some(())
+    })
+    .await;
+    let tagged = host
+        .count("SELECT count(*) FROM streaming_events WHERE CAST(json_extract(properties, '$.tagged') AS BOOLEAN)")
+        .await;
+    assert_eq!(tagged, 30);
+    let letter = host.sql("SELECT stage, error_reason FROM dead_letter").await;
+    assert_eq!(letter, vec![json!({"stage": "udf", "error_reason": "udf-error"})]);
 }
 
 /// Under a host that does not check push tokens, the push handler checks them itself (configured by
