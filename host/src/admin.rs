@@ -52,10 +52,20 @@ pub fn lock_down(conn: &duckdb::Connection) -> Result<(), duckdb::Error> {
 /// The largest `/query` body.
 const MAX_QUERY_BYTES: usize = 1 << 20;
 
+/// How long `/query` waits for the rows acked before it to be loaded (read-your-writes).
+const QUERY_LOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The embedded warehouse's read side.
+pub struct Reader {
+    pub conn: Mutex<duckdb::Connection>,
+    /// Rows acked from the ingest log reach the tables a moment later: a query waits for them.
+    pub loaded: crate::warehouse::embedded::LoadWatermark,
+}
+
 /// The admin routes.
 pub struct Admin {
     /// The embedded warehouse; `None` when the sink writes to BigQuery.
-    pub reader: Option<Mutex<duckdb::Connection>>,
+    pub reader: Option<Reader>,
     /// FAULT INJECTION (tests only): present when `testing.fault_injection` is on.
     pub fault: Option<Arc<AtomicU8>>,
 }
@@ -82,7 +92,10 @@ impl Admin {
                 let me = Arc::clone(&self);
                 let result = tokio::task::spawn_blocking(move || {
                     let reader = me.reader.as_ref().ok_or(QueryError::Poisoned)?;
-                    let conn = reader.lock().map_err(|_| QueryError::Poisoned)?;
+                    if !reader.loaded.wait_loaded(QUERY_LOAD_WAIT) {
+                        tracing::warn!("query: the loader is behind; answering from what is loaded");
+                    }
+                    let conn = reader.conn.lock().map_err(|_| QueryError::Poisoned)?;
                     query_json(&conn, &sql)
                 })
                 .await;

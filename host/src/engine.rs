@@ -107,6 +107,11 @@ pub fn build_cached(
     config.epoch_interruption(true);
     // Stack for guest code; deep recursion traps instead of growing without bound.
     config.max_wasm_stack(1 << 20);
+    // Profiling: with TRIBUTARY_PERFMAP set, compiled guest code is named in /tmp/perf-<pid>.map, so
+    // `perf report` shows guest functions instead of bare addresses.
+    if std::env::var_os("TRIBUTARY_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
 
     // Each function keeps up to `max_instances` instances (one request each at a time), and each busy
     // instance calls at most one transform instance and one message-transform step instance at a time:

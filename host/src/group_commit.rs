@@ -30,8 +30,10 @@ pub struct SinkConfig {
     /// Flush once the waiting rows' JSON reaches this many bytes.
     pub max_bytes: usize,
     /// After the first row of a flush arrives, wait at most this long for more, in ms. 0 flushes
-    /// whatever is queued as soon as the previous flush is done (natural batching).
-    pub linger_ms: u64,
+    /// whatever is queued as soon as the previous flush is done (natural batching). Default: 0 for the
+    /// embedded warehouse (a flush costs one fdatasync, so rows gather while it runs), 2 for BigQuery
+    /// (fuller requests).
+    pub linger_ms: Option<u64>,
     /// Rows waiting for a flush, at most. Beyond it pushes are answered 429 so Pub/Sub slows down.
     pub max_queued_rows: usize,
     /// Rows' bytes waiting for a flush, at most, in MiB (rows can be up to a Pub/Sub message each, so
@@ -39,6 +41,12 @@ pub struct SinkConfig {
     pub max_queued_mib: usize,
     /// A write not committed within this many ms is answered 503 (and retried by Pub/Sub).
     pub write_timeout_ms: u64,
+    /// Embedded warehouse: how often the loader moves acked rows from the ingest log into DuckDB, in
+    /// ms (queries see a row at most about this long after its ack).
+    pub load_interval_ms: u64,
+    /// Embedded warehouse: rows acked but not yet loaded into DuckDB, at most (held in memory for the
+    /// loader). Beyond it writes are answered 503 until the loader catches up.
+    pub max_unloaded_rows: usize,
 }
 
 impl Default for SinkConfig {
@@ -47,10 +55,12 @@ impl Default for SinkConfig {
             backend: crate::warehouse::Backend::Embedded,
             max_rows: 1_000,
             max_bytes: 8 << 20,
-            linger_ms: 2,
+            linger_ms: None,
             max_queued_rows: 50_000,
             max_queued_mib: 256,
             write_timeout_ms: 8_000,
+            load_interval_ms: 100,
+            max_unloaded_rows: 200_000,
         }
     }
 }
@@ -67,6 +77,18 @@ impl SinkConfig {
                 self.max_queued_rows, self.max_rows
             ));
         }
+        if self.load_interval_ms > 1_000 {
+            return Err(format!(
+                "sink.load_interval_ms ({}) must be at most 1000: queries must see a row within a second of its ack",
+                self.load_interval_ms
+            ));
+        }
+        if self.max_unloaded_rows < self.max_rows {
+            return Err(format!(
+                "sink.max_unloaded_rows ({}) must be at least sink.max_rows ({})",
+                self.max_unloaded_rows, self.max_rows
+            ));
+        }
         if self.max_queued_mib.saturating_mul(1 << 20) < self.max_bytes {
             return Err(format!(
                 "sink.max_queued_mib ({}) must hold at least sink.max_bytes ({} bytes)",
@@ -77,7 +99,16 @@ impl SinkConfig {
     }
 
     pub fn linger(&self) -> Duration {
-        Duration::from_millis(self.linger_ms)
+        let default = if self.backend == crate::warehouse::Backend::Embedded { 0 } else { 2 };
+        Duration::from_millis(self.linger_ms.unwrap_or(default))
+    }
+
+    /// The embedded warehouse's loader settings.
+    pub fn load(&self) -> crate::warehouse::embedded::LoadConfig {
+        crate::warehouse::embedded::LoadConfig {
+            interval: Duration::from_millis(self.load_interval_ms),
+            max_unloaded_rows: self.max_unloaded_rows,
+        }
     }
 
     pub fn write_timeout(&self) -> Duration {
@@ -428,7 +459,7 @@ mod tests {
         SinkConfig {
             max_rows: 100,
             max_bytes: 1 << 20,
-            linger_ms: 20,
+            linger_ms: Some(20),
             max_queued_rows: 1_000,
             write_timeout_ms: 5_000,
             ..SinkConfig::default()

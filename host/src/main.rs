@@ -103,6 +103,15 @@ enum LoadKind {
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
+    /// ROWS synthetic older page events (the 10 days before the last hour) written straight into the
+    /// embedded warehouse under --data, with no host running: for table-size benchmarks and dashboard
+    /// trials (`tributary demo --history-rows` does the same before its traffic).
+    History {
+        rows: u64,
+        /// Data directory of the embedded warehouse.
+        #[arg(long, default_value = ".tributary")]
+        data: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -120,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sql { query, format, admin, data } => runtime.block_on(cli::sql::run(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
+        Command::Load { what: LoadKind::History { rows, data }, .. } => cli::demo::backfill(&data, rows),
         Command::Load { what: LoadKind::Products { file, concurrency }, host } => runtime.block_on(async {
             let report = cli::load::products(host, &file, concurrency).await?;
             println!("{report}");

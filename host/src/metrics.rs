@@ -108,6 +108,11 @@ pub struct Metrics {
     pub udf: Family<PushLabels, Counter>,
     pub udf_seconds: Family<RouteLabels, Histogram>,
     pub udf_reloads: Family<ReloadLabels, Counter>,
+    pub log_append_seconds: Histogram,
+    pub unloaded_rows: Gauge,
+    pub load_seconds: Histogram,
+    pub load_rows: Histogram,
+    pub load_failures: Counter,
 }
 
 impl Metrics {
@@ -252,8 +257,35 @@ impl Metrics {
             "Message-transform files reloaded after a change, by result",
             udf_reloads.clone(),
         );
+        let log_append_seconds = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register(
+            "log_append_seconds",
+            "Embedded warehouse: time to append one flush to the ingest log and fdatasync it",
+            log_append_seconds.clone(),
+        );
+        let unloaded_rows = Gauge::default();
+        registry.register(
+            "unloaded_rows",
+            "Embedded warehouse: rows acked from the ingest log, not yet loaded into DuckDB",
+            unloaded_rows.clone(),
+        );
+        let load_seconds = Histogram::new(exponential_buckets(0.000_5, 2.0, 16));
+        registry.register("load_seconds", "Embedded warehouse: duration of one load into DuckDB", load_seconds.clone());
+        let load_rows = Histogram::new(exponential_buckets(1.0, 2.0, 18));
+        registry.register("load_rows", "Embedded warehouse: rows per load into DuckDB", load_rows.clone());
+        let load_failures = Counter::default();
+        registry.register(
+            "load_failures",
+            "Embedded warehouse: loads into DuckDB that failed (the rows stay logged and are retried)",
+            load_failures.clone(),
+        );
         Arc::new(Self {
             registry,
+            log_append_seconds,
+            unloaded_rows,
+            load_seconds,
+            load_rows,
+            load_failures,
             pushes,
             ack_latency,
             rows_written,

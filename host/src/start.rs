@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::server::{App, Handler, INTERNAL_IN_FLIGHT, Internal};
 use crate::state::StateStore;
 use crate::warehouse::bigquery::BigQuery;
-use crate::warehouse::duckdb::DuckDb;
+use crate::warehouse::embedded::Embedded;
 use crate::warehouse::{Backend, FaultSwitch, Warehouse};
 use crate::{components, listener, push_auth, state, timer};
 
@@ -155,7 +155,7 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 /// The embedded reader for `/query`, when the warehouse is the embedded one.
-type Reader = Option<Mutex<duckdb::Connection>>;
+type Reader = Option<crate::admin::Reader>;
 /// Where the dashboard reads its figures.
 type DashboardSource = crate::dashboard::Source;
 /// The fault-injection switch, when `testing.fault_injection` is on.
@@ -168,11 +168,15 @@ async fn open_warehouse(
 ) -> anyhow::Result<(Box<dyn Warehouse>, Reader, DashboardSource, Fault)> {
     let (warehouse, reader, dashboard): (Box<dyn Warehouse>, _, _) = match config.sink.backend {
         Backend::Embedded => {
-            let db = DuckDb::open(&config.data_dir).context("opening the embedded warehouse")?;
+            let (dir, load, m) = (config.data_dir.clone(), config.sink.load(), Arc::clone(metrics));
+            let db = tokio::task::spawn_blocking(move || Embedded::open(&dir, load, m))
+                .await?
+                .context("opening the embedded warehouse")?;
             let reader = db.reader()?;
             crate::admin::lock_down(&reader).context("turning off the warehouse's external access")?;
             let dashboard = db.reader()?;
-            (Box::new(db), Some(Mutex::new(reader)), DashboardSource::Embedded(Mutex::new(dashboard)))
+            let reader = crate::admin::Reader { conn: Mutex::new(reader), loaded: db.watermark() };
+            (Box::new(db), Some(reader), DashboardSource::Embedded(Mutex::new(dashboard)))
         }
         backend => {
             let (bq, dir, m) = (config.bigquery.clone(), config.data_dir.clone(), Arc::clone(metrics));

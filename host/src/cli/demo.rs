@@ -189,7 +189,7 @@ fn web_event(rng: &mut fastrand::Rng, u: usize, user: &mut User, now: chrono::Da
 
 /// Inserts `rows` older events into `streaming_events` (spread over the 10 days before the last
 /// hour), a million per statement, with a progress bar.
-fn backfill(dir: &std::path::Path, rows: u64) -> anyhow::Result<()> {
+pub fn backfill(dir: &std::path::Path, rows: u64) -> anyhow::Result<()> {
     let db = tributary::warehouse::duckdb::DuckDb::open(dir).context("opening the embedded warehouse")?;
     let conn = db.reader()?;
     let bar = indicatif::ProgressBar::new(rows).with_style(

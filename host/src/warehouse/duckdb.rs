@@ -99,6 +99,10 @@ impl DuckDb {
             let clear = format!("DELETE FROM \"{stage}\"");
             staging.push(Staging { table: stage, move_rows: mv, clear });
         }
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (id INTEGER PRIMARY KEY, loaded_seq UBIGINT NOT NULL)"
+        ))
+        .map_err(db_error)?;
         // The shipped views (`sql/`), as `tributary bigquery views` creates them in BigQuery: the
         // dashboard reads them, and so can `tributary sql`.
         for (name, sql) in crate::warehouse::sql::VIEWS {
@@ -114,63 +118,117 @@ impl DuckDb {
     }
 }
 
-impl Warehouse for DuckDb {
-    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
-        let mut refused = Vec::new();
-        let mut accepted: Vec<(usize, Vec<Value>)> = Vec::with_capacity(rows.len());
-        let mut seen = HashSet::with_capacity(rows.len());
-        let mut stats = WriteReport::default();
-        for (index, row) in rows.iter().enumerate() {
-            let Some(table) = self.tables.iter().position(|t| t.name == row.table) else {
-                refused.push(row_error(index, "unknown-table", None, format!("no such table: {}", row.table)));
-                continue;
-            };
-            match self.tables[table].cells(&row.json) {
-                Ok(cells) => {
-                    // Several versions of one key in a flush all go to staging; the move keeps the latest.
-                    if self.tables[table].keyed.is_some() || seen.insert((table, row.insert_id.as_str())) {
-                        let mut values: Vec<Value> = cells.into_iter().map(to_value).collect();
-                        values.push(Value::Text(row.insert_id.clone()));
-                        accepted.push((table, values));
-                    } else {
-                        stats.duplicates += 1;
-                    }
+/// A row checked against its table's schema, in the staging table's column order (the cells, then
+/// `_insert_id` and `_inserted_at`), ready to load.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// Index into [`schema::builtin`].
+    pub table: usize,
+    pub values: Vec<Value>,
+}
+
+/// Checks `rows` against their tables: the refused ones go in the report; of the others, an
+/// append-only row whose insert id comes twice in `rows` is kept once (keyed rows are all kept: the
+/// load keeps the latest version). Returns the accepted rows with their index into `rows`.
+pub fn stage(rows: &[Row], inserted_at_us: i64) -> (Vec<(usize, Staged)>, WriteReport) {
+    let tables = schema::builtin();
+    let mut report = WriteReport::default();
+    let mut accepted = Vec::with_capacity(rows.len());
+    let mut seen = HashSet::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let Some(table) = tables.iter().position(|t| t.name == row.table) else {
+            report.refused.push(row_error(index, "unknown-table", None, format!("no such table: {}", row.table)));
+            continue;
+        };
+        match tables[table].cells(&row.json) {
+            Ok(cells) => {
+                if tables[table].keyed.is_some() || seen.insert((table, row.insert_id.as_str())) {
+                    let mut values: Vec<Value> = Vec::with_capacity(cells.len() + 2);
+                    values.extend(cells.into_iter().map(to_value));
+                    values.push(Value::Text(row.insert_id.clone()));
+                    values.push(Value::Timestamp(TimeUnit::Microsecond, inserted_at_us));
+                    accepted.push((index, Staged { table, values }));
+                } else {
+                    report.duplicates += 1;
                 }
-                Err(r) => refused.push(row_error(index, r.reason, r.location, r.message)),
             }
+            Err(r) => report.refused.push(row_error(index, r.reason, r.location, r.message)),
         }
-        stats.refused = refused;
-        if accepted.is_empty() {
-            return Ok(stats);
-        }
-        let inserted_at = Value::Timestamp(TimeUnit::Microsecond, chrono::Utc::now().timestamp_micros());
+    }
+    (accepted, report)
+}
+
+/// The loader's checkpoint: the last ingest-log record whose rows are in the tables.
+const CHECKPOINT_TABLE: &str = "_tributary_ingest_log";
+
+impl DuckDb {
+    /// Moves `rows` into their tables in one transaction (skipping insert ids a table already has;
+    /// keyed tables upsert), and records `checkpoint` as loaded in the same transaction. Returns the
+    /// rows inserted and the duplicates skipped.
+    pub fn load(&mut self, rows: &[Staged], checkpoint: Option<u64>) -> Result<(usize, usize), WarehouseError> {
         let mut per_table = vec![0_usize; self.tables.len()];
+        for row in rows {
+            per_table[row.table] += 1;
+        }
         let tx = self.conn.transaction().map_err(db_error)?;
         {
-            let mut appenders = Vec::with_capacity(self.tables.len());
-            for stage in &self.staging {
-                appenders.push(tx.appender(&stage.table).map_err(db_error)?);
+            // Appenders only for the tables this load touches: each one allocates a full chunk.
+            let mut appenders: Vec<Option<duckdb::Appender<'_>>> = Vec::with_capacity(self.tables.len());
+            for (stage, &count) in self.staging.iter().zip(&per_table) {
+                appenders.push(if count == 0 { None } else { Some(tx.appender(&stage.table).map_err(db_error)?) });
             }
-            for (table, mut values) in accepted {
-                values.push(inserted_at.clone());
-                appenders[table].append_row(duckdb::appender_params_from_iter(values)).map_err(db_error)?;
-                per_table[table] += 1;
+            for row in rows {
+                if let Some(appender) = appenders[row.table].as_mut() {
+                    appender.append_row(duckdb::appender_params_from_iter(&row.values)).map_err(db_error)?;
+                }
             }
-            for appender in &mut appenders {
+            for appender in appenders.iter_mut().flatten() {
                 appender.flush().map_err(db_error)?;
             }
         }
+        let (mut inserted, mut duplicates) = (0, 0);
         for (stage, count) in self.staging.iter().zip(per_table) {
             if count == 0 {
                 continue;
             }
-            let inserted = tx.execute(&stage.move_rows, []).map_err(db_error)?;
-            tx.execute_batch(&stage.clear).map_err(db_error)?;
-            stats.inserted += inserted;
-            stats.duplicates += count - inserted.min(count);
+            let n = tx.prepare_cached(&stage.move_rows).and_then(|mut s| s.execute([])).map_err(db_error)?;
+            tx.prepare_cached(&stage.clear).and_then(|mut s| s.execute([])).map_err(db_error)?;
+            inserted += n;
+            duplicates += count - n.min(count);
+        }
+        if let Some(seq) = checkpoint {
+            tx.prepare_cached(&format!(
+                "INSERT INTO {CHECKPOINT_TABLE} VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET loaded_seq = excluded.loaded_seq"
+            ))
+            .and_then(|mut s| s.execute([seq]))
+            .map_err(db_error)?;
         }
         tx.commit().map_err(db_error)?;
-        Ok(stats)
+        Ok((inserted, duplicates))
+    }
+
+    /// The loader's checkpoint (0 when nothing was ever loaded from the log).
+    pub fn loaded_seq(&self) -> Result<u64, WarehouseError> {
+        let seq: Option<u64> = self
+            .conn
+            .query_row(&format!("SELECT max(loaded_seq) FROM {CHECKPOINT_TABLE}"), [], |r| r.get(0))
+            .map_err(db_error)?;
+        Ok(seq.unwrap_or(0))
+    }
+}
+
+/// Direct writes (no ingest log): the in-memory warehouse of unit tests and tools.
+impl Warehouse for DuckDb {
+    fn write(&mut self, rows: &[Row]) -> Result<WriteReport, WarehouseError> {
+        let (accepted, mut report) = stage(rows, chrono::Utc::now().timestamp_micros());
+        let staged: Vec<Staged> = accepted.into_iter().map(|(_, s)| s).collect();
+        if staged.is_empty() {
+            return Ok(report);
+        }
+        let (inserted, duplicates) = self.load(&staged, None)?;
+        report.inserted = inserted;
+        report.duplicates += duplicates;
+        Ok(report)
     }
 }
 

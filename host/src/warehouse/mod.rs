@@ -3,6 +3,8 @@
 
 pub mod bigquery;
 pub mod duckdb;
+pub mod embedded;
+pub mod ingest_log;
 pub mod schema;
 pub mod sql;
 
