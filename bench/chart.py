@@ -26,7 +26,7 @@ def main(path: str, out: str) -> None:
         dash = {0: "-", 1_000_000: "--"}.get(size, ":")
         left.plot(x, [float(p["p50_ms"]) for p in points], dash, marker="o", color=styles.get(binary), label=f"p50 {label}")
         left.plot(x, [float(p["p99_ms"]) for p in points], dash, marker="^", color=styles.get(binary), alpha=0.5, label=f"p99 {label}")
-        for p, xv in zip(points, x):
+        for p, xv in zip(points, x if size == 0 else []):
             left.annotate(f"c={p['concurrency']}", (xv, float(p["p50_ms"])), fontsize=7, xytext=(3, -9), textcoords="offset points")
     left.set_xlabel("acked pushes/s")
     left.set_ylabel("ack latency, ms")
