@@ -30,7 +30,9 @@ pub struct GuestConfig {
     /// Push handler instances alive at once (each serves one push at a time). Also sizes the
     /// pooling allocator.
     pub max_instances: u32,
-    /// Pushes one push-handler instance serves before it is recycled.
+    /// Pushes one push-handler instance serves before it is recycled (an instance that failed is
+    /// never reused). 1000 by default: instantiating costs ~5% of throughput at 128 (measured with
+    /// wrk at 64 connections: 8,062–8,292 pushes/s at 128 against 8,624–8,680 at 5,000).
     pub instance_reuse: usize,
     /// Deliveries of one message the function may fail on (trap, deadline, memory) before the host
     /// dead-letters it (stage `guest`) and acks it.
@@ -44,7 +46,7 @@ impl Default for GuestConfig {
             request_timeout_ms: 10_000,
             transform_timeout_ms: 1_000,
             max_instances: 128,
-            instance_reuse: 128,
+            instance_reuse: 1_000,
             max_failed_deliveries: 3,
         }
     }
