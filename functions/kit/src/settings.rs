@@ -19,9 +19,14 @@ pub struct Setting<'a> {
 }
 
 impl Setting<'_> {
-    /// The pairs, each key once (the last value wins), in key order.
+    /// The pairs, each key once (the last value wins), in key order, without the pipeline adapter's
+    /// (`tributary_model::adapter_settings`: under Spin the adapter shares the function's variables).
     pub fn all(pairs: &[(String, String)]) -> Vec<Setting<'_>> {
-        let map: std::collections::BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let map: std::collections::BTreeMap<&str, &str> = pairs
+            .iter()
+            .filter(|(k, _)| !tributary_model::adapter_settings::ALL.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         map.into_iter().map(|(key, value)| Setting { key, value }).collect()
     }
 
@@ -60,4 +65,19 @@ pub fn once<T>(
     parse: impl FnOnce(&[(String, String)]) -> Result<T, SettingError>,
 ) -> Result<&'static T, String> {
     cell.get_or_init(|| parse(&read()?).map_err(|e| e.to_string())).as_ref().map_err(Clone::clone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adapters_settings_are_skipped_and_the_rest_kept_in_order() {
+        let pairs: Vec<(String, String)> = [("b", "1"), ("sink_origin", "http://h:1"), ("a", "2"), ("state_scope", "f")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let keys: Vec<&str> = Setting::all(&pairs).iter().map(|s| s.key).collect();
+        assert_eq!(keys, ["a", "b"]);
+    }
 }

@@ -127,3 +127,24 @@ pub mod udf_settings {
     /// The styles `STYLE` takes.
     pub const STYLES: [&str; 2] = ["smt", "dataflow"];
 }
+
+/// The settings the pipeline adapter (`functions/pipeline-adapter`, the one dependency of a function
+/// under Spin) reads through `wasi:config/store`. It inherits the function's configuration, so under
+/// Spin the function sees them too: functions skip exactly these, and refuse any other unknown key.
+pub mod adapter_settings {
+    /// The insertAll origin: `http://127.0.0.1:3001`, `https://bigquery.googleapis.com`.
+    pub const SINK_ORIGIN: &str = "sink_origin";
+    pub const SINK_PROJECT: &str = "sink_project";
+    pub const SINK_DATASET: &str = "sink_dataset";
+    /// `none` (the default), `metadata` or `bearer`.
+    pub const SINK_TOKEN_SOURCE: &str = "sink_token_source";
+    /// The token, with `sink_token_source = bearer` (a secret variable).
+    pub const SINK_BEARER_TOKEN: &str = "sink_bearer_token";
+    /// The function's name: its state keys live under it.
+    pub const STATE_SCOPE: &str = "state_scope";
+    /// The key-value store's label (`default` unless set).
+    pub const STATE_STORE: &str = "state_store";
+    /// All of them.
+    pub const ALL: [&str; 7] =
+        [SINK_ORIGIN, SINK_PROJECT, SINK_DATASET, SINK_TOKEN_SOURCE, SINK_BEARER_TOKEN, STATE_SCOPE, STATE_STORE];
+}

@@ -1,19 +1,17 @@
 //! The sink adapter: a component that exports `tributary:pipeline/sink` and implements it with BigQuery
 //! `tabledata.insertAll` requests over outbound HTTP (`wasi:http/outgoing-handler`). Hosts that do not
-//! provide `sink` themselves (Spin, `wasmtime serve`, any wasi:http host) run a function composed with it
-//! (Spin: `[component.X.dependencies]`; elsewhere `wac plug`).
+//! provide `sink` themselves (`wasmtime serve`, any wasi:http host) run a function composed with it
+//! (`wac plug`). Under Spin, functions/pipeline-adapter is the one dependency instead (it reads Spin
+//! variables).
 //!
-//! Where it writes (environment variables, which Spin passes with `environment`/`inherit_configuration`
-//! and `wasmtime serve` with `--env`):
+//! Where it writes (environment variables: `wasmtime serve --env`):
 //! - `TRIBUTARY_INSERTALL_URL` (required): the dataset's base URL, to which `/tables/<t>/insertAll` is
 //!   appended: `http://tributary-host:3000/bigquery/v2/projects/P/datasets/D` (the Tributary host, which
 //!   group-commits and holds the credentials) or `https://bigquery.googleapis.com/bigquery/v2/projects/P/datasets/D`;
 //! - `TRIBUTARY_TOKEN_SOURCE` (optional): `metadata` fetches an access token from the Google metadata
 //!   server (Cloud Run, GKE, GCE) for each call; `TRIBUTARY_BEARER_TOKEN` is a fixed token instead.
 //!
-//! The request logic is in [`insert_all`] (pure, tested natively); `lib.rs` is the component glue.
-
-pub mod insert_all;
+//! Glue only: the requests and the wasi:http client are the `insert-all` crate (functions/insert-all).
 
 #[cfg(target_arch = "wasm32")]
 #[expect(unsafe_code, reason = "wit-bindgen generates the canonical-ABI glue")]
@@ -28,111 +26,21 @@ mod component {
 
     use exports::tributary::pipeline::sink::{Guest, WriteError};
     use tributary::pipeline::types::{Row, RowError};
-    use wasip2::http::outgoing_handler;
-    use wasip2::http::types::{Fields, Method, OutgoingBody, OutgoingRequest, RequestOptions, Scheme};
-
-    use crate::insert_all;
 
     struct Adapter;
 
-    /// One HTTP exchange: (status, body), or why there is none.
-    fn exchange(
-        method: Method,
-        url: &str,
-        headers: &[(&str, String)],
-        body: Option<&[u8]>,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("not a URL: {url}"))?;
-        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..]));
-        let fields = Fields::new();
-        for (k, v) in headers {
-            fields.append(k, v.as_bytes()).map_err(|e| format!("header {k}: {e:?}"))?;
-        }
-        let request = OutgoingRequest::new(fields);
-        request.set_method(&method).map_err(|()| "method".to_owned())?;
-        let scheme = if scheme.eq_ignore_ascii_case("https") { Scheme::Https } else { Scheme::Http };
-        request.set_scheme(Some(&scheme)).map_err(|()| "scheme".to_owned())?;
-        request.set_authority(Some(authority)).map_err(|()| "authority".to_owned())?;
-        request.set_path_with_query(Some(path)).map_err(|()| "path".to_owned())?;
-        let options = RequestOptions::new();
-        // Timeouts in ns: a stuck backend fails the write (503) well inside the push deadline.
-        let _ = options.set_connect_timeout(Some(2_000_000_000));
-        let _ = options.set_first_byte_timeout(Some(6_000_000_000));
-        let outgoing = request.body().map_err(|()| "request body".to_owned())?;
-        let future = outgoing_handler::handle(request, Some(options)).map_err(|e| format!("{e:?}"))?;
-        if let Some(bytes) = body {
-            let stream = outgoing.write().map_err(|()| "body stream".to_owned())?;
-            for chunk in bytes.chunks(4096) {
-                stream.blocking_write_and_flush(chunk).map_err(|e| format!("writing the body: {e:?}"))?;
-            }
-            drop(stream);
-        }
-        OutgoingBody::finish(outgoing, None).map_err(|e| format!("{e:?}"))?;
-        future.subscribe().block();
-        let response = future
-            .get()
-            .ok_or("no response")?
-            .map_err(|()| "response taken twice".to_owned())?
-            .map_err(|e| format!("{e:?}"))?;
-        let status = response.status();
-        let incoming = response.consume().map_err(|()| "response body".to_owned())?;
-        let stream = incoming.stream().map_err(|()| "response stream".to_owned())?;
-        let mut out = Vec::new();
-        loop {
-            match stream.blocking_read(64 * 1024) {
-                Ok(chunk) => out.extend_from_slice(&chunk),
-                Err(wasip2::io::streams::StreamError::Closed) => break,
-                Err(e) => return Err(format!("reading the answer: {e:?}")),
-            }
-        }
-        Ok((status, out))
-    }
-
-    /// The `Authorization` header value, if any.
-    fn authorization() -> Result<Option<String>, String> {
-        if let Ok(token) = std::env::var("TRIBUTARY_BEARER_TOKEN") {
-            return Ok(Some(format!("Bearer {token}")));
-        }
-        if std::env::var("TRIBUTARY_TOKEN_SOURCE").as_deref() != Ok("metadata") {
-            return Ok(None);
-        }
-        let url = "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
-        let (status, body) = exchange(Method::Get, url, &[("metadata-flavor", "Google".to_owned())], None)?;
-        if status != 200 {
-            return Err(format!("the metadata server answered {status}"));
-        }
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("metadata token: {e}"))?;
-        let token = v["access_token"].as_str().ok_or("metadata token: no access_token")?;
-        Ok(Some(format!("Bearer {token}")))
-    }
-
     fn send(rows: Vec<Row>, upsert: bool) -> Result<Vec<RowError>, WriteError> {
-        let base = std::env::var("TRIBUTARY_INSERTALL_URL")
-            .map_err(|_| WriteError::Unavailable("the sink adapter has no TRIBUTARY_INSERTALL_URL".into()))?;
+        let target = insert_all::Target::from_env(|name| std::env::var(name).ok()).map_err(WriteError::Unavailable)?;
         let rows: Vec<model::Row> =
             rows.into_iter().map(|r| model::Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect();
-        let auth = authorization().map_err(WriteError::Unavailable)?;
-        let mut refused = Vec::new();
-        for request in insert_all::requests(&rows, upsert) {
-            let url = format!("{}/tables/{}/insertAll", base.trim_end_matches('/'), request.table);
-            let mut headers = vec![("content-type", "application/json".to_owned())];
-            if let Some(a) = &auth {
-                headers.push(("authorization", a.clone()));
-            }
-            let body = serde_json::to_vec(&request.body).map_err(|e| WriteError::Unavailable(e.to_string()))?;
-            let (status, answer) = exchange(Method::Post, &url, &headers, Some(&body))
-                .map_err(|e| WriteError::Unavailable(format!("{url}: {e}")))?;
-            match insert_all::verdict(&request, status, &answer) {
-                Ok(r) => refused.extend(r),
-                Err(model::WriteError::Overloaded(m)) => return Err(WriteError::Overloaded(m)),
-                Err(model::WriteError::Unavailable(m)) => return Err(WriteError::Unavailable(m)),
-            }
+        match insert_all::client::send(&target, &rows, upsert) {
+            Ok(refused) => Ok(refused
+                .into_iter()
+                .map(|e| RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
+                .collect()),
+            Err(model::WriteError::Overloaded(m)) => Err(WriteError::Overloaded(m)),
+            Err(model::WriteError::Unavailable(m)) => Err(WriteError::Unavailable(m)),
         }
-        refused.sort_by_key(|e| e.index);
-        Ok(refused
-            .into_iter()
-            .map(|e| RowError { index: e.index, reason: e.reason, location: e.location, message: e.message })
-            .collect())
     }
 
     impl Guest for Adapter {

@@ -1,14 +1,8 @@
 //! The default transform component: Pub/Sub events → `streaming_events` rows, sensor readings →
 //! `sensor_readings` rows.
 //!
-//! `lib.rs` is glue only: the logic lives in [`normalize`], [`sensor`] and [`timestamp`], which compile
-//! and are tested natively (the host's native baseline links them too).
-
-pub mod normalize;
-pub mod sensor;
-pub mod timestamp;
-
-pub use normalize::normalize;
+//! Glue only: the logic is the `normalize` crate (functions/normalize), which compiles and is tested
+//! natively and which the pipeline adapter and the host's native baseline link too.
 
 #[cfg(target_arch = "wasm32")]
 #[expect(unsafe_code, reason = "wit-bindgen generates the canonical-ABI glue")]
@@ -36,7 +30,7 @@ mod component {
                 subscription: msg.subscription,
                 delivery_attempt: msg.delivery_attempt,
             };
-            match super::normalize(&msg, chrono::Utc::now()) {
+            match normalize::normalize(&msg, chrono::Utc::now()) {
                 Ok(rows) => {
                     Ok(rows.into_iter().map(|r| Row { table: r.table, insert_id: r.insert_id, json: r.json }).collect())
                 }

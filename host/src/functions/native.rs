@@ -1,5 +1,5 @@
 //! The native baseline: the events function's own logic (`pubsub_push::flow`, the kit's contract) and
-//! the built-in transform (`transform::normalize`) compiled into the host, behind the same HTTP server
+//! the built-in transform (`normalize::normalize`) compiled into the host, behind the same HTTP server
 //! and group commit. The benchmark runs it beside the wasm path to measure what the sandbox costs.
 
 use function_kit::contract::{Sink, Transformer};
@@ -19,7 +19,7 @@ struct BuiltinTransform;
 
 impl Transformer for BuiltinTransform {
     fn transform(&self, msg: &Message) -> Result<Vec<Row>, Rejection> {
-        transform::normalize(msg, chrono::Utc::now())
+        normalize::normalize(msg, chrono::Utc::now())
     }
 }
 

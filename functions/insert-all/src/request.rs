@@ -1,6 +1,6 @@
 //! `sink.write`/`sink.upsert` as BigQuery `tabledata.insertAll` requests: one request per table, rows in
 //! the order given, and the answer mapped back to the rows of the call. Pure: the HTTP exchange is the
-//! caller's (see `lib.rs`), so this is tested natively.
+//! caller's (`client`, over wasi:http), so this is tested natively.
 //!
 //! - `write`: `insertId` = the row's insert id (BigQuery dedups on it, the Tributary host exactly).
 //! - `upsert`: `insertId` = insert id + a digest of the row, so a newer version is never taken for a

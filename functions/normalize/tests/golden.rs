@@ -1,5 +1,5 @@
 //! Golden files: `fixtures/NAME.json` (a message and the processing time) → `golden/NAME.json` (the
-//! rows, or the rejection). `UPDATE_GOLDEN=1 cargo test -p transform` rewrites the golden files;
+//! rows, or the rejection). `UPDATE_GOLDEN=1 cargo test -p normalize` rewrites the golden files;
 //! review the diff before committing it.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ struct Fixture {
 }
 
 fn render(fixture: &Fixture) -> Value {
-    match transform::normalize(&fixture.message, fixture.now) {
+    match normalize::normalize(&fixture.message, fixture.now) {
         Ok(rows) => json!({
             "rows": rows.iter().map(|r| json!({
                 "table": r.table,

@@ -25,7 +25,7 @@ fn judge(req: &PushRequest) -> Result<(), TestCaseError> {
         Err(e) => prop_assert!(!e.reason().is_empty() && !e.to_string().is_empty()),
         Ok(msg) => {
             prop_assert!(!msg.id.is_empty(), "a message always has an id (a digest when none is sent)");
-            match transform::normalize::normalize(&msg, now) {
+            match normalize::normalize::normalize(&msg, now) {
                 Ok(rows) => {
                     for row in rows {
                         prop_assert_eq!(&row.insert_id, &msg.id);
