@@ -37,8 +37,7 @@ fn authorization(auth: &Auth) -> Result<Option<String>, String> {
             if status != 200 {
                 return Err(format!("the metadata server answered {status}"));
             }
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| format!("metadata token: {e}"))?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("metadata token: {e}"))?;
             let token = v["access_token"].as_str().ok_or("metadata token: no access_token")?;
             Ok(Some(format!("Bearer {token}")))
         }

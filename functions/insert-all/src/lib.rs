@@ -34,8 +34,7 @@ impl Target {
     /// `TRIBUTARY_INSERTALL_URL` (required, the dataset URL), `TRIBUTARY_BEARER_TOKEN`, or
     /// `TRIBUTARY_TOKEN_SOURCE=metadata`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let dataset_url =
-            get("TRIBUTARY_INSERTALL_URL").ok_or("the sink adapter has no TRIBUTARY_INSERTALL_URL")?;
+        let dataset_url = get("TRIBUTARY_INSERTALL_URL").ok_or("the sink adapter has no TRIBUTARY_INSERTALL_URL")?;
         let auth = match (get("TRIBUTARY_BEARER_TOKEN"), get("TRIBUTARY_TOKEN_SOURCE").as_deref()) {
             (Some(token), _) => Auth::Bearer(token),
             (None, Some("metadata")) => Auth::Metadata,
@@ -70,8 +69,7 @@ impl Target {
             "bearer" => Auth::Bearer(need(names::SINK_BEARER_TOKEN)?),
             other => return Err(format!("sink_token_source must be none, metadata or bearer, not {other:?}")),
         };
-        let dataset_url =
-            format!("{}/bigquery/v2/projects/{project}/datasets/{dataset}", origin.trim_end_matches('/'));
+        let dataset_url = format!("{}/bigquery/v2/projects/{project}/datasets/{dataset}", origin.trim_end_matches('/'));
         Ok(Self { dataset_url, auth })
     }
 }

@@ -73,10 +73,11 @@ mod tests {
 
     #[test]
     fn the_adapters_settings_are_skipped_and_the_rest_kept_in_order() {
-        let pairs: Vec<(String, String)> = [("b", "1"), ("sink_origin", "http://h:1"), ("a", "2"), ("state_scope", "f")]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
+        let pairs: Vec<(String, String)> =
+            [("b", "1"), ("sink_origin", "http://h:1"), ("a", "2"), ("state_scope", "f")]
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
         let keys: Vec<&str> = Setting::all(&pairs).iter().map(|s| s.key).collect();
         assert_eq!(keys, ["a", "b"]);
     }

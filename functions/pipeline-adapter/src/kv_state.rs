@@ -83,10 +83,11 @@ impl From<KvError> for StateError {
     }
 }
 
-/// The longest key a function may use (the Tributary host's default `state.max_key_bytes`).
-pub const MAX_KEY_BYTES: usize = 1024;
-/// The largest value (the Tributary host's default `state.max_value_bytes`).
-pub const MAX_VALUE_BYTES: usize = 4 << 20;
+/// The longest key a function may use: with the scope in front, keys stay within the 256 bytes Spin
+/// documents for its key-value stores (the functions' keys are far shorter).
+pub const MAX_KEY_BYTES: usize = 200;
+/// The largest value: with its header, an entry stays within the 1 MiB Spin documents.
+pub const MAX_VALUE_BYTES: usize = (1 << 20) - HEADER;
 /// Pointer reads before `get` gives up on a key rewritten under it every time.
 const READ_ATTEMPTS: usize = 16;
 /// Size of an entry's header (its expiry).
@@ -232,7 +233,10 @@ impl<B: Bucket> KvState<B> {
 
     fn next_version(&self) -> Result<u64, StateError> {
         let n = self.bucket.increment(&format!("{}/version", self.scope), 1)?;
-        u64::try_from(n).ok().filter(|v| *v > 0).ok_or_else(|| StateError::Unavailable(format!("version counter at {n}")))
+        u64::try_from(n)
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| StateError::Unavailable(format!("version counter at {n}")))
     }
 
     /// `state.delete`.

@@ -137,7 +137,9 @@ mod component {
 
     fn state() -> Result<KvState<WasiBucket>, kv_state::StateError> {
         let scope = setting(model::adapter_settings::STATE_SCOPE).ok_or_else(|| {
-            kv_state::StateError::Invalid("the pipeline adapter has no variable state_scope (the function's name)".into())
+            kv_state::StateError::Invalid(
+                "the pipeline adapter has no variable state_scope (the function's name)".into(),
+            )
         })?;
         let label = setting(model::adapter_settings::STATE_STORE).unwrap_or_else(|| "default".to_owned());
         let bucket = store::open(&label).map_err(|e| kv_state::StateError::from(kv_error(e)))?;
