@@ -2,8 +2,8 @@
 
 Pub/Sub emulator push subscriptions to every route of `spin up`, then the rows in the Tributary host's
 warehouse: events, sensor readings and their anomaly and aggregate, recommendations built from state,
-a burst of concurrent pushes counted exactly once through state; after a restart of `spin up`, ticks
-close the sessions opened before it (state kept in Spin's key-value store).
+after a restart of `spin up`, a burst of concurrent pushes counted exactly once through state, and ticks
+that close the sessions opened before the restart (state kept in Spin's key-value store).
 
 usage: check.py publish RUN | check.py verify RUN
 """
@@ -52,7 +52,7 @@ def count(table, where="true"):
 def publish_all(run):
     for name, routes in {f"events-{run}": ["/push/events", "/push/anomaly", "/push/recommend", "/push/sessions"],
                          f"sensors-{run}": ["/push/sensors"], f"products-{run}": ["/push/products"],
-                         f"burst-{run}": ["/push/metrics"]}.items():
+                         f"burst-{run}": ["/push/metrics", "/push/events"]}.items():
         topic(name)
         for route in routes:
             subscribe(name, route)
@@ -67,9 +67,17 @@ def publish_all(run):
                  "timestamp": iso(now - 300 + i * 10), "value": 21.0 + (i % 3) * 0.1, "unit": "C"} for i in range(30)]
     readings.append(dict(readings[0], timestamp=iso(now - 300 + 310), value=45.0))
     publish(f"sensors-{run}", readings)
-    ts = iso(now)
+
+def burst(run):
+    """BURST events of one minute, pushed concurrently to /push/metrics (and /push/events, to see them
+    all delivered), then a wait until that minute is over and its pushes are done."""
+    now = time.time()
     publish(f"burst-{run}", [{"event_type": f"burst_{run}", "user_id": f"{run}-b{i % 7}", "session_id": f"{run}-b{i % 7}",
-                              "timestamp": ts, "page_url": "/b"} for i in range(BURST)])
+                              "timestamp": iso(now), "page_url": "/b"} for i in range(BURST)])
+    wait_for(f"the {BURST} burst events delivered",
+             lambda: count("streaming_events", f"event_type = 'burst_{run}'") == BURST or
+             count("streaming_events", f"event_type = 'burst_{run}'"))
+    time.sleep(max(0.0, 60 - now % 60) + 10)
 
 def wait_for(what, check, seconds=60):
     deadline = time.time() + seconds
@@ -94,6 +102,7 @@ def landed(run):
     wait_for("no dead letters", lambda: count("dead_letter") == 0 or count("dead_letter"))
 
 def ticked(run):
+    burst(run)
     for route in ["/push/sessions/tick", "/push/metrics/tick", "/push/sensors/tick"]:
         call("POST", SPIN + route)
     wait_for("the 3 sessions opened before the restart are closed",

@@ -3,8 +3,9 @@
 # Builds the manifest with `spin build`, starts a Tributary host as the warehouse (internal listener on
 # 127.0.0.1:3001, where the pipeline adapter sends insertAll), the Pub/Sub emulator, and `spin up` on
 # 127.0.0.1:3000 (state in Spin's SQLite store, or with `redis` in a local redis-server through
-# runtime-config.redis.toml); pushes to every route, checks the rows, restarts `spin up` and checks
-# that ticks close what was opened before the restart. Everything runs under a temporary directory.
+# runtime-config.redis.toml); pushes to every route, checks the rows, restarts `spin up`, sends a burst of
+# concurrent pushes counted through state, and checks that ticks close what was opened before the
+# restart. Everything runs under a temporary directory; about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${SPIN:?set SPIN to a Spin CLI (4.x)}"
@@ -53,6 +54,6 @@ kill "$spin_pid"; wait "$spin_pid" 2>/dev/null || true
 sleep 65 # past the 1-minute session gap and the burst's minute
 start_spin
 pids+=("$spin_pid")
-step "ticks after the restart close what state kept"
+step "after the restart: a burst counted through state, ticks closing what state kept"
 timeout 3m python3 tests/spin/check.py verify "$run"
 echo "Spin check passed ($mode); logs in $work"
