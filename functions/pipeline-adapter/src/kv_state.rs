@@ -311,40 +311,41 @@ fn decode_entry(bytes: &[u8]) -> Result<(u64, &[u8]), StateError> {
     Ok((u64::from_le_bytes(*header), value))
 }
 
-#[cfg(test)]
-mod tests {
+/// TEST DOUBLES: models of Spin 4's two key-value stores, for the adapter's tests and for running the
+/// stateful functions' logic on the adapter natively (`tests/functions_on_keyvalue.rs`).
+pub mod testing {
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
-    use super::*;
+    use super::{Bucket, KvError, Swap};
 
     /// Models of Spin's two key-value stores, as far as this mapping relies on them (read from Spin 4's
     /// `key-value-spin` and `key-value-redis`): `Sqlite` swaps a key that was absent at `cas` with an
     /// unconditional upsert and panics when incrementing a value that is not 8 bytes; `Redis` makes a swap
     /// conditional in both cases (WATCH) and refuses to increment a non-integer.
-    #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Kind {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Kind {
         Sqlite,
         Redis,
     }
 
     #[derive(Clone)]
-    struct Model {
+    pub struct Model {
         kind: Kind,
         data: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
         /// Keys per `list-keys` page (to exercise the cursor).
         page: usize,
         /// Spin 4's Redis store: every swap is applied, then reported failed (its `UNWATCH` takes an
         /// argument, which Redis refuses).
-        swap_reports_failure: bool,
+        pub swap_reports_failure: bool,
     }
 
     impl Model {
-        fn new(kind: Kind) -> Self {
+        pub fn new(kind: Kind) -> Self {
             Self { kind, data: Arc::default(), page: 3, swap_reports_failure: false }
         }
 
-        fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+        pub fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
             // A context switch between calls, so concurrent tests interleave.
             std::thread::yield_now();
             self.data.lock().expect("model lock")
@@ -411,6 +412,12 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{Kind, Model};
+    use super::*;
 
     fn state(kind: Kind) -> KvState<Model> {
         KvState::new(Model::new(kind), "fn").expect("scope")
