@@ -5,7 +5,10 @@ warehouse: events, sensor readings and their anomaly and aggregate, recommendati
 after a restart of `spin up`, a burst of concurrent pushes counted exactly once through state, and ticks
 that close the sessions opened before the restart (state kept in Spin's key-value store).
 
-usage: check.py publish RUN | check.py verify RUN
+And examples/spin-udf (a JavaScript UDF step in front of the transform): a rewrite reaching the row, a
+dropped message, a throwing UDF's message dead-lettered with stage `udf`.
+
+usage: check.py publish RUN | check.py verify RUN | check.py udf RUN URL
 """
 import base64, json, os, subprocess, sys, time, urllib.request
 
@@ -113,5 +116,25 @@ def ticked(run):
     wait_for("a 5-minute aggregate for the sensor's location",
              lambda: count("sensor_aggregates", f"location = '{run}-hall'") >= 1 or count("sensor_aggregates", f"location = '{run}-hall'"))
 
+def udf(run, url):
+    name = f"udf-{run}"
+    topic(name)
+    base = f"http://{EMULATOR}/v1/projects/{PROJECT}"
+    call("PUT", f"{base}/subscriptions/{name}", {"topic": f"projects/{PROJECT}/topics/{name}",
+         "pushConfig": {"pushEndpoint": url + "/push/events"}, "ackDeadlineSeconds": 10})
+    user = f"{run}-udf"
+    publish(name, [{"event_type": "page_view", "user_id": user, "email": "a@example.com",
+                    "page_url": "/a?token=secret", "timestamp": iso(time.time())},
+                   {"event_type": "heartbeat", "user_id": user, "timestamp": iso(time.time())}])
+    msgs = [{"data": base64.b64encode(b"not json").decode(), "attributes": {"run": run}}]
+    call("POST", f"{base}/topics/{name}:publish", {"messages": msgs})
+    wait_for("the rewritten event (query string cut, email deleted), the heartbeat dropped",
+             lambda: sql(f"select page_url, properties from streaming_events where user_id = '{user}'") ==
+             [{"page_url": "/a", "properties": {}}] or sql(f"select page_url, properties from streaming_events where user_id = '{user}'"))
+    wait_for("the message the UDF threw on, dead-lettered with stage udf",
+             lambda: count("dead_letter", f"stage = 'udf' and payload_text = 'not json' and error_message like 'scrub.js: scrub threw%'") == 1
+             or sql("select stage, error_message from dead_letter"))
+
 if __name__ == "__main__":
-    {"publish": lambda r: (publish_all(r), landed(r)), "verify": ticked}[sys.argv[1]](sys.argv[2])
+    {"publish": lambda r: (publish_all(r), landed(r)), "verify": ticked, "udf": lambda r: udf(r, sys.argv[3])}[
+        sys.argv[1]](sys.argv[2])

@@ -5,7 +5,8 @@
 # 127.0.0.1:3000 (state in Spin's SQLite store, or with `redis` in a local redis-server through
 # runtime-config.redis.toml); pushes to every route, checks the rows, restarts `spin up`, sends a burst of
 # concurrent pushes counted through state, and checks that ticks close what was opened before the
-# restart. Everything runs under a temporary directory; about 3 minutes.
+# restart; then runs examples/spin-udf (a JavaScript UDF step) against the same host. Everything runs under
+# a temporary directory; about 4 minutes once built.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${SPIN:?set SPIN to a Spin CLI (4.x)}"
@@ -15,7 +16,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%H:%M:%S)"; }
-wait_http() { for _ in $(seq 1 120); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "no answer from $1" >&2; exit 1; }
+wait_http() { for _ in $(seq 1 "${2:-120}"); do curl -s -o /dev/null "$1" && return 0; sleep 0.5; done; echo "no answer from $1" >&2; exit 1; }
 
 step "spin build ($("$SPIN" --version))"
 (unset CARGO_TARGET_DIR; "$SPIN" build)
@@ -56,4 +57,11 @@ start_spin
 pids+=("$spin_pid")
 step "after the restart: a burst counted through state, ticks closing what state kept"
 timeout 3m python3 tests/spin/check.py verify "$run"
+step "examples/spin-udf: a JavaScript UDF step under spin up (its spin build needs wac)"
+(cd examples/spin-udf && unset CARGO_TARGET_DIR && PATH="${TRIBUTARY_TOOLS:-$HOME/.cache/tributary/tools/bin}:$PATH" "$SPIN" build)
+(cd examples/spin-udf && SPIN_VARIABLE_UDF_SOURCE="$(cat scrub.js)" exec "$SPIN" up --listen 127.0.0.1:3006 \
+  --state-dir "$work/spin-udf-state" >>"$work/spin-udf.log" 2>&1) &
+pids+=($!)
+wait_http http://127.0.0.1:3006/push/events 360
+timeout 3m python3 tests/spin/check.py udf "$run" http://127.0.0.1:3006
 echo "Spin check passed ($mode); logs in $work"
