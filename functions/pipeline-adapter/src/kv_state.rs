@@ -88,8 +88,9 @@ impl From<KvError> for StateError {
 pub const MAX_KEY_BYTES: usize = 200;
 /// The largest value: with its header, an entry stays within the 1 MiB Spin documents.
 pub const MAX_VALUE_BYTES: usize = (1 << 20) - HEADER;
-/// Pointer reads before `get` gives up on a key rewritten under it every time.
-const READ_ATTEMPTS: usize = 16;
+/// Pointer reads before `get` gives up on a key rewritten under it every time (then `unavailable`: the
+/// push fails and Pub/Sub redelivers it).
+const READ_ATTEMPTS: usize = 64;
 /// Size of an entry's header (its expiry).
 const HEADER: usize = 8;
 
@@ -508,7 +509,13 @@ mod tests {
                     std::thread::spawn(move || {
                         for _ in 0..per_thread {
                             loop {
-                                let current = s.get("counter", 0).expect("get");
+                                // A read that kept losing to writers is `unavailable`: a function fails
+                                // the push and Pub/Sub redelivers it; here, try again.
+                                let current = match s.get("counter", 0) {
+                                    Ok(current) => current,
+                                    Err(StateError::Unavailable(_)) => continue,
+                                    Err(e) => panic!("get: {e:?}"),
+                                };
                                 let (version, n) = current
                                     .map(|e| (e.version, u64::from_le_bytes(e.value.try_into().expect("8 bytes"))))
                                     .unwrap_or((0, 0));
