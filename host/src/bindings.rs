@@ -28,6 +28,14 @@ mod generated {
         });
     }
 
+    pub mod direct_function {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "direct-function",
+            exports: { default: async },
+        });
+    }
+
     pub mod transform_component {
         wasmtime::component::bindgen!({
             path: "../wit",
@@ -38,6 +46,8 @@ mod generated {
     }
 }
 
+pub use generated::direct_function::exports::tributary::pipeline::direct_handler;
+pub use generated::direct_function::{DirectFunction, DirectFunctionPre};
 pub use generated::message_transform_component::{MessageTransformComponent, MessageTransformComponentPre};
 pub use generated::transform_component::{TransformComponent, TransformComponentPre};
 pub use generated::tributary::pipeline::{sink, state, transform, types};

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 
@@ -26,7 +25,7 @@ use crate::admin::Admin;
 use crate::functions::native::NativePush;
 use crate::functions::{self, Kind, instances};
 use crate::group_commit::GroupCommit;
-use crate::listener::{Body, BodyBudget, BoxError, HttpConfig, Routes, read_body, text};
+use crate::listener::{Body, BodyBudget, HttpConfig, Routes, read_body, text};
 use crate::metrics::Metrics;
 
 /// Pub/Sub messages are at most 10 MB; base64 and the envelope add a third.
@@ -224,15 +223,11 @@ impl App {
             Handler::Native(native) => return native.handle(parts, body).await,
             Handler::Wasm(handler) => handler,
         };
-        let (headers, path, bytes) = (parts.headers.clone(), parts.uri.path().to_owned(), body.clone());
-        let req = Request::from_parts(
-            parts,
-            Full::new(body).map_err(|e: std::convert::Infallible| match e {}).boxed_unsync(),
-        );
-        let error = match handler.handle(route.path, req).await {
-            Ok(resp) => return resp.map(|body| body.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+        let error = match handler.handle(route.path, &parts, &body).await {
+            Ok(resp) => return resp,
             Err(error) => format!("{error:#}"),
         };
+        let (headers, path, bytes) = (parts.headers, parts.uri.path().to_owned(), body);
         // A trap, a deadline or an instantiation failure: this request fails and every other request
         // goes on. The details stay in the log (and in the dead letter), never in the answer.
         tracing::warn!(route = %path, error, "function failed");

@@ -198,3 +198,88 @@ async fn composed_push_handler_checks_push_tokens_itself_under_wasmtime_serve() 
     assert_eq!(host.count("SELECT count(*) FROM streaming_events").await, 1, "only the authenticated push landed");
     assert!(*jwks.fetches.lock().expect("lock") >= 1, "the function fetched the keys itself");
 }
+
+/// A user's JavaScript UDF (the Pub/Sub SMT style, commas and newlines as users write them) composed in
+/// front of the transform under `wasmtime serve`: `js-udf` gets its script and settings from environment
+/// variables through the config adapter (`config-env`), since `wasmtime serve` does not serve the
+/// wasi:config version the step imports and its `-S config-var` splits values on commas.
+const SCRUB_JS: &str = r#"
+/**
+ * Drops heartbeats, removes the email, tags the attributes; throws on request.
+ */
+function scrub(message, metadata) {
+  const event = JSON.parse(message.data);
+  if (event.event_type === 'heartbeat') {
+    return null;
+  }
+  if (event.event_type === 'boom') {
+    throw new Error('boom, said the UDF');
+  }
+  delete event.email;
+  event.attrs = Object.assign({}, message.attributes, { scrubbed: 'yes' });
+  event.seen_id = metadata.message_id;
+  return { data: JSON.stringify(event), attributes: {} };
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_udf_composed_in_front_of_the_transform_runs_under_wasmtime_serve() {
+    use std::path::Path;
+    let data = temp_dir("wasmtime-serve-js");
+    let host = Host::start(&data, "").await;
+    let step = data.join("js_udf_on_env.wasm");
+    plug(Path::new(tributary::components::JS_UDF_PATH), &[Path::new(tributary::components::CONFIG_ENV_PATH)], &step);
+    let chain = data.join("transform_with_js.wasm");
+    plug(
+        Path::new(tributary::components::TRANSFORM_STEPS_PATH),
+        &[&step, Path::new(tributary::components::TRANSFORM_PATH)],
+        &chain,
+    );
+    let envs = [
+        format!("TRIBUTARY_CONFIG_UDF_SOURCE={SCRUB_JS}"),
+        "TRIBUTARY_CONFIG_UDF_FUNCTION=scrub".to_owned(),
+        "TRIBUTARY_CONFIG_UDF_FILE=scrub.js".to_owned(),
+    ];
+    let (_serve, addr) = serve_composed_with(&data, &host, &envs, &chain).await;
+
+    let pubsub = PubSub::start().await;
+    pubsub.create_topic("events").await;
+    pubsub.create_push_subscription("serve-js", "events", &format!("http://{addr}/push/events"), false).await;
+    let event = |i: usize, kind: &str| {
+        json!({"user_id": format!("u{i}"), "event_type": kind, "timestamp": "2024-01-01 10:00:00",
+            "email": format!("u{i}@example.com")})
+        .to_string()
+        .into_bytes()
+    };
+    let mut msgs: Vec<(Vec<u8>, serde_json::Value)> =
+        (0..20).map(|i| (event(i, "view"), json!({"source": "web"}))).collect();
+    msgs.extend((0..5).map(|i| (event(100 + i, "heartbeat"), json!({}))));
+    msgs.push((event(200, "boom"), json!({})));
+    let ids = pubsub.publish("events", &msgs).await;
+    wait_for("20 scrubbed events and 1 dead letter through wasmtime serve", Duration::from_secs(180), || async {
+        let done = host.count("SELECT count(*) FROM streaming_events").await == 20
+            && host.count("SELECT count(*) FROM dead_letter").await == 1;
+        done.then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(data.join("wasmtime-serve.log")).unwrap_or_default();
+    for row in host.sql("SELECT message_id, properties FROM streaming_events").await {
+        let properties: serde_json::Value = match &row["properties"] {
+            serde_json::Value::String(s) => serde_json::from_str(s).expect("properties JSON"),
+            other => other.clone(),
+        };
+        assert!(properties.get("email").is_none(), "scrubbed: {row}\n{log}");
+        assert_eq!(properties["attrs"], json!({"source": "web", "scrubbed": "yes"}), "{row}");
+        assert_eq!(properties["seen_id"], row["message_id"], "{row}");
+    }
+    let letter = host.sql("SELECT message_id, stage, error_reason, error_message, payload_text FROM dead_letter").await;
+    assert_eq!(letter[0]["message_id"], json!(ids[25]), "{letter:?}");
+    assert_eq!((letter[0]["stage"].as_str(), letter[0]["error_reason"].as_str()), (Some("udf"), Some("udf-error")));
+    let message = letter[0]["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("boom, said the UDF") && message.contains("scrub.js"), "{message}");
+    assert_eq!(letter[0]["payload_text"].as_str().map(str::as_bytes), Some(&event(200, "boom")[..]));
+    // The heartbeats were dropped: acked, no row, no dead letter.
+    for id in &ids[20..25] {
+        assert_eq!(host.count(&format!("SELECT count(*) FROM streaming_events WHERE message_id = '{id}'")).await, 0);
+    }
+}

@@ -97,3 +97,44 @@ macro_rules! settings_glue {
         }
     };
 }
+
+/// Writes both of a function's entry points over one `route`, `settings` and `run` (the arguments of
+/// [`serve`](crate::serve::serve)): the `wasi:http/handler` export (spin-sdk's `http_service`, for Spin
+/// and `wasmtime serve`) and the `direct-handler` export the Tributary host calls, with the bindings
+/// generated in the calling crate (`exports::tributary::pipeline`) and their `export!`.
+#[macro_export]
+macro_rules! serve_glue {
+    ($route:expr, $settings:expr, $run:expr) => {
+        #[::spin_sdk::http_service]
+        async fn handle(req: ::spin_sdk::http::Request) -> impl ::spin_sdk::http::IntoResponse {
+            $crate::http::serve(req, $route, $settings, $run).await
+        }
+
+        /// The `direct-handler` export.
+        struct Direct;
+
+        impl exports::tributary::pipeline::direct_handler::Guest for Direct {
+            fn handle(
+                req: exports::tributary::pipeline::direct_handler::Request,
+            ) -> exports::tributary::pipeline::direct_handler::Reply {
+                let body = req.body;
+                let answer = $crate::serve::ready_answer($crate::serve::serve(
+                    &req.method,
+                    &req.path,
+                    req.headers,
+                    async || Ok(body),
+                    $route,
+                    $settings,
+                    $run,
+                ));
+                exports::tributary::pipeline::direct_handler::Reply {
+                    status: answer.status,
+                    body: answer.body,
+                    window_skip: answer.window_skip.map(str::to_owned),
+                }
+            }
+        }
+
+        export!(Direct);
+    };
+}

@@ -5,9 +5,10 @@
 pub mod flow;
 
 #[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "wit-bindgen generates the canonical-ABI glue of the direct-handler export")]
 mod component {
     use function_kit::contract::{Outcome, Reply};
-    use spin_sdk::http::{IntoResponse, Request};
+    use function_kit::envelope::PushRequest;
 
     use crate::flow;
 
@@ -64,7 +65,8 @@ mod component {
             Ok(keys)
         }
 
-        /// `Err((status, reason))` when the push must be refused.
+        /// `Err((status, reason))` when the push must be refused. Without a policy it returns at once,
+        /// so the direct call (the Tributary host, which checks tokens itself) never waits here.
         pub async fn check(authorization: Option<&str>) -> Result<(), (u16, String)> {
             let Some((policy, url)) = policy() else { return Ok(()) };
             let refuse = |e: AuthError| (e.status(), e.to_string());
@@ -75,21 +77,23 @@ mod component {
         }
     }
 
-    #[spin_sdk::http_service]
-    async fn handle(req: Request) -> impl IntoResponse {
-        // One route wherever the function is mounted; no settings (push auth reads its environment).
-        function_kit::http::serve(
-            req,
-            |_| Some(()),
-            || Ok(&()),
-            async |(), push, _: &()| -> Reply {
-                if let Err((status, reason)) = auth::check(push.header("authorization")).await {
-                    eprintln!("pubsub-push: push refused by push authentication: {reason}");
-                    return Outcome::Refused { status, reason }.into();
-                }
-                flow::handle(&push, &Imports, &Imports, chrono::Utc::now()).await.into()
-            },
-        )
-        .await
+    /// One route wherever the function is mounted.
+    fn route(_: &str) -> Option<()> {
+        Some(())
     }
+
+    /// No settings (push authentication reads its environment).
+    fn settings() -> Result<&'static (), String> {
+        Ok(&())
+    }
+
+    async fn run((): (), push: PushRequest, _: &'static ()) -> Reply {
+        if let Err((status, reason)) = auth::check(push.header("authorization")).await {
+            eprintln!("pubsub-push: push refused by push authentication: {reason}");
+            return Outcome::Refused { status, reason }.into();
+        }
+        flow::handle(&push, &Imports, &Imports, chrono::Utc::now()).await.into()
+    }
+
+    function_kit::serve_glue!(route, settings, run);
 }

@@ -12,8 +12,10 @@ pub mod recommend;
 pub mod settings;
 
 #[cfg(target_arch = "wasm32")]
+#[expect(unsafe_code, reason = "wit-bindgen generates the canonical-ABI glue of the direct-handler export")]
 mod component {
-    use spin_sdk::http::{IntoResponse, Request};
+    use function_kit::contract::Reply;
+    use function_kit::envelope::PushRequest;
 
     use crate::flow::{self, Env};
     use crate::settings::Settings;
@@ -28,13 +30,14 @@ mod component {
     state_update::impl_state_import!(Imports, tributary::pipeline);
     function_kit::settings_glue!(Settings);
 
-    #[spin_sdk::http_service]
-    async fn handle(req: Request) -> impl IntoResponse {
-        let route = |path: &str| function_kit::routes::find(flow::ROUTES, path);
-        function_kit::http::serve(req, route, settings, async |route, push, settings| {
-            let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings, now: chrono::Utc::now() };
-            flow::handle(route, &push, &env).await.into()
-        })
-        .await
+    fn route(path: &str) -> Option<flow::Route> {
+        function_kit::routes::find(flow::ROUTES, path)
     }
+
+    async fn run(route: flow::Route, push: PushRequest, settings: &'static Settings) -> Reply {
+        let env = Env { transform: &Imports, sink: &Imports, state: &Imports, settings, now: chrono::Utc::now() };
+        flow::handle(route, &push, &env).await.into()
+    }
+
+    function_kit::serve_glue!(route, settings, run);
 }

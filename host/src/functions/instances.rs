@@ -1,31 +1,37 @@
-//! A function's instances: its component (WASIp3 `wasi:http/handler`) linked once with WASI and the
-//! capabilities the registry grants it, pre-instantiated once, and served through `wasmtime-wasi-http`'s
-//! `ProxyHandler` (the machinery of `wasmtime serve`).
+//! A function's instances: its component linked once with WASI and the capabilities the registry grants
+//! it, pre-instantiated once, and called through its `direct-handler` export: the server has already
+//! read the body within its limits, so a push is one typed call (method, route, headers, body in;
+//! status, text, window skip out). No `wasi:http` request or body resources, streams or per-request
+//! tasks stand between the server and the function: that machinery cost ~100 µs of CPU per push
+//! (docs/ARCHITECTURE.md, "The direct call"). The component's `wasi:http` export, the same code, is
+//! what Spin and `wasmtime serve` call.
 //!
-//! Instances come from one `instantiate_pre` made at start and are reused for up to
-//! `guest.instance_reuse` pushes, one push at a time: the `sink.write` import blocks its instance
-//! until the group commit lands, so concurrency comes from more instances (up to
-//! `guest.max_instances`), not from interleaving inside one. Every push gets an epoch deadline and a
-//! wall-clock expiry; a trap or timeout fails that push with 500 and retires that instance only.
+//! Instances are kept warm and reused for up to `guest.instance_reuse` pushes, one push at a time: the
+//! `sink.write` import blocks its instance until the group commit lands, so concurrency comes from more
+//! instances (bounded by the server's push slots, `guest.max_instances`), not from interleaving inside
+//! one. Every push gets an epoch deadline and a wall-clock budget; a trap or timeout fails that push
+//! and drops that instance only. Instances idle for [`IDLE_RETIREMENT`] are dropped.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use http::{HeaderValue, Response, StatusCode};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Engine, Store, StoreContextMut, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-use wasmtime_wasi_http::handler::{
-    HandlerState, Instance, ProxyHandler, ProxyPre, ShouldAccept, WorkerExpiration, WorkerState, WorkerStatus,
-};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::Function;
+use crate::bindings::{DirectFunction, DirectFunctionPre, direct_handler};
 use crate::capabilities::settings::{self, SettingsCtx};
 use crate::capabilities::sink::{self, SinkCtx};
 use crate::capabilities::state::{self, StateCtx};
 use crate::capabilities::transform::{self, TransformCtx};
 use crate::engine::{self, GuestConfig};
+use crate::listener::{Body, text};
+
+/// A warm instance unused this long is dropped (its memory returns to the pool).
+pub const IDLE_RETIREMENT: Duration = Duration::from_secs(30);
 
 /// The data of one function instance's store: WASI, wasi:http, limits, and its capabilities.
 pub struct InstanceState {
@@ -83,20 +89,31 @@ impl WasiHttpHooks for NoOutbound {
     }
 }
 
-/// Everything needed to make one function's instances.
+/// A warm instance, with the pushes it has served and when it last finished one.
+struct Warm {
+    store: Store<InstanceState>,
+    function: DirectFunction,
+    calls: usize,
+    idle_since: Instant,
+}
+
+/// One function's instances: made from one `instantiate_pre`, kept warm between pushes.
 pub struct FunctionInstances {
     engine: Engine,
-    pre: ProxyPre<InstanceState>,
+    pre: DirectFunctionPre<InstanceState>,
     imports: Imports,
     guest: GuestConfig,
+    /// Idle instances, the most recently used last.
+    warm: Mutex<Vec<Warm>>,
 }
 
 /// The handler serving one function's requests.
-pub type Handler = ProxyHandler<FunctionInstances>;
+pub type Handler = FunctionInstances;
 
 impl FunctionInstances {
     /// Links `function`'s compiled component with WASI and its capabilities, and pre-instantiates it
-    /// once, at start. A function that imports a capability the registry does not grant it fails here.
+    /// once, at start. A function that imports a capability the registry does not grant it, or that
+    /// does not export `direct-handler`, fails here.
     pub fn new(
         engine: &Engine,
         function: &Function,
@@ -105,6 +122,8 @@ impl FunctionInstances {
         guest: &GuestConfig,
     ) -> wasmtime::Result<Handler> {
         let mut linker = Linker::<InstanceState>::new(engine);
+        // The component's `wasi:http` export (for Spin and `wasmtime serve`) pulls in these imports; the
+        // direct call never uses them, and outbound HTTP is refused.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi::p3::add_to_linker(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
@@ -117,12 +136,72 @@ impl FunctionInstances {
         if function.stateful {
             state::add_to_linker(&mut linker, |s| &mut s.imports.state)?;
         }
-        let pre = linker.instantiate_pre(component)?;
-        let pre = ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?);
-        Ok(ProxyHandler::new(Self { engine: engine.clone(), pre, imports, guest: guest.clone() }))
+        let pre = DirectFunctionPre::new(linker.instantiate_pre(component)?)?;
+        Ok(Self { engine: engine.clone(), pre, imports, guest: guest.clone(), warm: Mutex::new(Vec::new()) })
     }
 
-    fn new_store(&self) -> Store<InstanceState> {
+    /// Serves one request whose body the server has read. `Err` is the function's failure (a trap, its
+    /// deadline, its memory limit, an instantiation failure): that request fails, the instance is dropped.
+    pub async fn handle(
+        &self,
+        route: &'static str,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> wasmtime::Result<Response<Body>> {
+        let req = direct_handler::Request {
+            method: parts.method.as_str().to_owned(),
+            path: parts.uri.path().to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: body.to_vec(),
+        };
+        let mut warm = match self.take_warm() {
+            Some(warm) => warm,
+            None => self.instantiate().await?,
+        };
+        let budget = self.guest.request_timeout();
+        warm.store.data_mut().imports.transform.set_route(route);
+        warm.store.set_epoch_deadline(engine::ticks(budget));
+        // The epoch deadline interrupts guest code; the wall-clock budget also covers a push waiting in
+        // a host call (dropping the call unwinds the guest). On either, `warm` is dropped here.
+        let call = warm.function.tributary_pipeline_direct_handler().call_handle(&mut warm.store, &req);
+        let reply = match tokio::time::timeout(budget, call).await {
+            Ok(reply) => reply?,
+            Err(_) => wasmtime::bail!("the push outlived its budget of {} ms", budget.as_millis()),
+        };
+        warm.calls += 1;
+        if warm.calls < self.guest.instance_reuse {
+            self.put_back(warm);
+        }
+        let mut resp =
+            text(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), reply.body);
+        if let Some(skip) = reply.window_skip.and_then(|s| HeaderValue::from_str(&s).ok()) {
+            resp.headers_mut().insert("x-tributary-window-skip", skip);
+        }
+        Ok(resp)
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        self.warm.lock().ok()?.pop()
+    }
+
+    /// Returns an instance to the pool, dropping the ones idle past [`IDLE_RETIREMENT`] (the oldest are
+    /// first in the list).
+    fn put_back(&self, mut warm: Warm) {
+        let Ok(mut pool) = self.warm.lock() else { return };
+        let now = Instant::now();
+        warm.idle_since = now;
+        let stale = pool.iter().take_while(|w| now.duration_since(w.idle_since) > IDLE_RETIREMENT).count();
+        let retired: Vec<Warm> = pool.drain(..stale).collect();
+        pool.push(warm);
+        drop(pool);
+        drop(retired);
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Warm> {
         let state = InstanceState {
             wasi: WasiCtx::builder().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
@@ -139,96 +218,7 @@ impl FunctionInstances {
         store.limiter(|s| &mut s.limits);
         // Instantiation gets the request budget too; each push then gets a fresh deadline.
         store.set_epoch_deadline(engine::ticks(self.guest.request_timeout()));
-        store
-    }
-}
-
-impl HandlerState for FunctionInstances {
-    type StoreData = InstanceState;
-    type WorkerExpiration = Expiration;
-    type WorkerState = Worker;
-
-    async fn instantiate(&self) -> wasmtime::Result<Instance<InstanceState, Expiration, Worker>> {
-        let mut store = self.new_store();
-        let proxy = self.pre.instantiate_async(&mut store).await?;
-        Ok(Instance {
-            store,
-            proxy,
-            view: WasiHttpView::http,
-            expiration: Expiration {
-                idle: Duration::from_secs(30),
-                request: self.guest.request_timeout(),
-                sleep: Box::pin(tokio::time::sleep(Duration::MAX)),
-            },
-            state: Worker { reuse: self.guest.instance_reuse, request_timeout: self.guest.request_timeout() },
-        })
-    }
-}
-
-/// When an instance is retired: idle too long, or a push outlived its budget (a second line of
-/// defence behind the epoch deadline, for guests stuck in a host call).
-pub struct Expiration {
-    idle: Duration,
-    request: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl WorkerExpiration for Expiration {
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>, status: WorkerStatus, start: Instant) -> Poll<()> {
-        let me = self.get_mut();
-        let limit = match status {
-            WorkerStatus::Idle => me.idle,
-            WorkerStatus::Requests | WorkerStatus::PostReturn => me.request,
-        };
-        let Some(deadline) = start.checked_add(limit) else { return Poll::Pending };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if me.sleep.deadline() != deadline {
-            me.sleep.as_mut().reset(deadline);
-        }
-        me.sleep.as_mut().poll(cx)
-    }
-}
-
-/// Per-instance policy: one push at a time, `reuse` pushes in all.
-pub struct Worker {
-    reuse: usize,
-    request_timeout: Duration,
-}
-
-impl WorkerState for Worker {
-    type StoreData = InstanceState;
-    /// The route being served: the `transform` import runs that route's message-transform steps.
-    type RequestData = &'static str;
-
-    fn should_accept_request(&self, concurrent: usize, total: usize) -> ShouldAccept {
-        if total >= self.reuse {
-            ShouldAccept::Never
-        } else if concurrent >= 1 {
-            ShouldAccept::No
-        } else {
-            ShouldAccept::Yes
-        }
-    }
-
-    fn on_request_start(
-        &self,
-        mut store: StoreContextMut<'_, InstanceState>,
-        route: &'static str,
-        _task: wasmtime::component::GuestTaskId,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
-        store.data_mut().imports.transform.set_route(route);
-        store.set_epoch_deadline(engine::ticks(self.request_timeout));
-        Box::pin(tokio::time::sleep(self.request_timeout))
-    }
-
-    fn drop(&self, _store: Store<InstanceState>, result: wasmtime::Result<()>) {
-        match result {
-            Ok(()) => {}
-            // The handler's name for a worker dropped before it finished: the runtime is shutting down.
-            Err(error) if error.to_string() == "worker panicked" => {
-                tracing::debug!("function instance dropped at shutdown");
-            }
-            Err(error) => tracing::warn!(error = format!("{error:#}"), "function instance retired after a failure"),
-        }
+        let function = self.pre.instantiate_async(&mut store).await?;
+        Ok(Warm { store, function, calls: 0, idle_since: Instant::now() })
     }
 }
