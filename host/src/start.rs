@@ -238,7 +238,11 @@ async fn link_functions(
     for (function, component) in functions::all().iter().zip(compiled.2) {
         let component = component.map_err(wasm_error).with_context(|| format!("compiling {}", function.name))?;
         let imports = Imports {
-            transform: TransformCtx::new(Arc::clone(&runner), Arc::clone(&steps)),
+            transform: TransformCtx::new(
+                Arc::clone(&runner),
+                Arc::clone(&steps),
+                config.components.transform.is_none(),
+            ),
             sink: SinkCtx::new(sink.clone()),
             state: StateCtx::new(Arc::clone(store), function.name, &config.state, Arc::clone(metrics)),
             settings: SettingsCtx::new(config.function_settings(function.name)),

@@ -5,7 +5,9 @@
 
 /// Writes `struct Imports`, implementing [`Transformer`](crate::contract::Transformer),
 /// [`Sink`](crate::contract::Sink) and [`Upserter`](crate::contract::Upserter) with the `transform` and
-/// `sink` imports of the bindings generated at `$pipeline` (e.g. `tributary::pipeline`).
+/// `sink` imports of the bindings generated at `$pipeline` (e.g. `tributary::pipeline`). The transform
+/// is the built-in one, run in this instance, when the request allows it
+/// ([`builtin_transform`](crate::serve::builtin_transform)).
 #[macro_export]
 macro_rules! import_glue {
     ($($pipeline:ident)::+) => {
@@ -19,6 +21,9 @@ macro_rules! import_glue {
                 msg: &::tributary_model::Message,
             ) -> Result<Vec<::tributary_model::Row>, ::tributary_model::Rejection> {
                 use $($pipeline)::+::{transform, types};
+                if let Some(rows) = $crate::serve::builtin_transform(msg) {
+                    return rows;
+                }
                 let wit_msg = types::Message {
                     id: msg.id.clone(),
                     data: msg.data.clone(),
@@ -118,15 +123,17 @@ macro_rules! serve_glue {
                 req: exports::tributary::pipeline::direct_handler::Request,
             ) -> exports::tributary::pipeline::direct_handler::Reply {
                 let body = req.body;
-                let answer = $crate::serve::ready_answer($crate::serve::serve(
-                    &req.method,
-                    &req.path,
-                    req.headers,
-                    async || Ok(body),
-                    $route,
-                    $settings,
-                    $run,
-                ));
+                let answer = $crate::serve::with_builtin_transform(req.builtin_transform, || {
+                    $crate::serve::ready_answer($crate::serve::serve(
+                        &req.method,
+                        &req.path,
+                        req.headers,
+                        async || Ok(body),
+                        $route,
+                        $settings,
+                        $run,
+                    ))
+                });
                 exports::tributary::pipeline::direct_handler::Reply {
                     status: answer.status,
                     body: answer.body,

@@ -4,12 +4,38 @@
 //! `direct-handler` export the Tributary host calls ([`ready`] runs the function's future there).
 //! Pure: compiled and tested natively.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use tributary_model::{Message, Rejection, Row};
+
 use crate::contract::{Outcome, Reply};
 use crate::envelope::PushRequest;
+
+thread_local! {
+    /// Whether the request being served may run the built-in transform in place of the `transform`
+    /// import. A component instance serves one request at a time on one thread, so this is per request.
+    static BUILTIN_TRANSFORM: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` (one request) with the built-in transform standing in for the `transform` import when `on`:
+/// the direct call's `builtin-transform`, which the caller sets only when its import is exactly that
+/// transform with no step in front. The `wasi:http` transport never sets it (there the composition
+/// decides what the import is).
+pub fn with_builtin_transform<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    let before = BUILTIN_TRANSFORM.replace(on);
+    let out = f();
+    BUILTIN_TRANSFORM.set(before);
+    out
+}
+
+/// The built-in transform for this request, if it may stand in for the import: `import_glue!`'s
+/// `Transformer` runs it instead of calling the import.
+pub fn builtin_transform(msg: &Message) -> Option<Result<Vec<Row>, Rejection>> {
+    BUILTIN_TRANSFORM.get().then(|| normalize::normalize(msg, chrono::Utc::now()))
+}
 
 /// A function's answer, whatever carries it back: status, plain-text body, and the window-skip
 /// reason (`x-tributary-window-skip` over HTTP).
@@ -111,6 +137,21 @@ mod tests {
             call("POST", "/push/x", Ok("s"), Ok(b"b".to_vec())),
             Answer { status: 204, body: String::new(), window_skip: Some("late") }
         );
+    }
+
+    #[test]
+    fn the_builtin_transform_stands_in_only_inside_its_request() {
+        let msg = Message {
+            id: "1".into(),
+            data: br#"{"user_id":"u","event_type":"view","timestamp":"2024-01-01 10:00:00"}"#.to_vec(),
+            ..Message::default()
+        };
+        assert!(builtin_transform(&msg).is_none());
+        let rows = with_builtin_transform(true, || builtin_transform(&msg));
+        let rows = rows.expect("on inside").expect("valid event");
+        assert_eq!(rows, normalize::normalize(&msg, chrono::Utc::now()).expect("same code"));
+        assert!(with_builtin_transform(false, || builtin_transform(&msg)).is_none());
+        assert!(builtin_transform(&msg).is_none(), "off again after the request");
     }
 
     #[test]

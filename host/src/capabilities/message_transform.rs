@@ -414,6 +414,11 @@ impl Steps {
         self.all.is_empty()
     }
 
+    /// Whether `route` has any step.
+    pub fn has_steps(&self, route: &str) -> bool {
+        self.by_route.contains_key(route)
+    }
+
     /// Runs `route`'s steps on `msg`: `Ok(None)` when one dropped it, `Err` when one refused it. A
     /// route without steps gets its message back as it was.
     pub async fn run(&self, route: &str, msg: types::Message) -> Result<Option<types::Message>, types::Rejection> {

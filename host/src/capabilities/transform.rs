@@ -107,11 +107,20 @@ pub struct TransformCtx {
     steps: Arc<Steps>,
     /// The route of the request the instance is serving (set when each request starts).
     route: &'static str,
+    /// The runner's component is the built-in transform (no `components.transform`).
+    builtin: bool,
 }
 
 impl TransformCtx {
-    pub fn new(runner: Arc<TransformRunner>, steps: Arc<Steps>) -> Self {
-        Self { runner, steps, route: "" }
+    /// `builtin`: `runner` runs the built-in transform component, not a user's.
+    pub fn new(runner: Arc<TransformRunner>, steps: Arc<Steps>, builtin: bool) -> Self {
+        Self { runner, steps, route: "", builtin }
+    }
+
+    /// Whether this import is, on `route`, exactly the built-in transform with no step in front: then a
+    /// function may run that code in its own instance instead (direct-handler's `builtin-transform`).
+    pub fn builtin_on(&self, route: &str) -> bool {
+        self.builtin && !self.steps.has_steps(route)
     }
 
     /// The route whose steps apply to the next calls.

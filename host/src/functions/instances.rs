@@ -157,6 +157,7 @@ impl FunctionInstances {
                 .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect(),
             body: body.to_vec(),
+            builtin_transform: self.imports.transform.builtin_on(route),
         };
         let mut warm = match self.take_warm() {
             Some(warm) => warm,
