@@ -79,7 +79,10 @@ async fn serve_composed_with(
     };
     let guard = ChildGuard(child);
     let addr = format!("127.0.0.1:{port}");
-    wait_for("wasmtime serve", Duration::from_secs(60), || async {
+    // `wasmtime serve` compiles the component before it listens: with the test tools' unoptimized
+    // Cranelift, the JavaScript step (Boa, ~8 MB of wasm) takes ~40 s alone, several times that on a busy
+    // machine.
+    wait_for("wasmtime serve", Duration::from_secs(300), || async {
         tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
     })
     .await;
