@@ -40,7 +40,7 @@ pub const INTERNAL_IN_FLIGHT: usize = 16;
 /// What serves one function's routes.
 pub enum Handler {
     /// The function's component (the product).
-    Wasm(instances::Handler),
+    Wasm(Box<instances::Handler>),
     /// The same logic compiled natively (the benchmark's baseline; the events function only).
     Native(NativePush),
 }

@@ -89,7 +89,7 @@ pub async fn start(config: &Config, mode: Mode) -> anyhow::Result<RunningHost> {
                 .map_err(wasm_error)?;
             let (handlers, steps) = link_functions(config, &engine, &sink, &store, &metrics).await?;
             watchers.push(steps);
-            (handlers.into_iter().map(|h| Some(Handler::Wasm(h))).collect(), Some(EpochTicker::start(engine)))
+            (handlers.into_iter().map(|h| Some(Handler::Wasm(Box::new(h)))).collect(), Some(EpochTicker::start(engine)))
         }
     };
 
