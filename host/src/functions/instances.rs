@@ -2,9 +2,10 @@
 //! it, pre-instantiated once, and called through its `direct-handler` export: the server has already
 //! read the body within its limits, so a push is one typed call (method, route, headers, body in;
 //! status, text, window skip out). No `wasi:http` request or body resources, streams or per-request
-//! tasks stand between the server and the function: that machinery cost ~100 µs of CPU per push
-//! (docs/ARCHITECTURE.md, "The direct call"). The component's `wasi:http` export, the same code, is
-//! what Spin and `wasmtime serve` call.
+//! tasks stand between the server and the function (docs/ARCHITECTURE.md, "Choices and why"). The
+//! component's `wasi:http` export, the same code, is what Spin and `wasmtime serve` call. The request
+//! also says whether the `transform` import is exactly the built-in transform on this route, so the
+//! function may run that code in its own instance.
 //!
 //! Instances are kept warm and reused for up to `guest.instance_reuse` pushes, one push at a time: the
 //! `sink.write` import blocks its instance until the group commit lands, so concurrency comes from more
