@@ -1,5 +1,7 @@
 -- wrk script: POSTs wrapped Pub/Sub push envelopes, each with a message id no other request has (so
 -- every request is a new row, never a dedup hit). Usage: wrk -s bench/push.lua -c64 -d15s URL
+-- The ids grow with time, as Pub/Sub's do; with IDS=random in the environment they are random instead
+-- (no order at all: the worst case for the dedup key index).
 local threads = {}
 
 function setup(thread)
@@ -9,6 +11,8 @@ end
 
 function init(args)
   prefix = "wrk-" .. os.time() .. "-" .. tid .. "-"
+  random_ids = os.getenv("IDS") == "random"
+  math.randomseed(os.time() * 100 + tid)
   counter = 0
   failed = 0
 end
@@ -20,8 +24,12 @@ local data = "eyJldmVudF90eXBlIjoicGFnZV92aWV3IiwidXNlcl9pZCI6InUxIiwidGltZXN0YW
 
 function request()
   counter = counter + 1
+  local id = prefix .. counter
+  if random_ids then
+    id = string.format("%08x%08x-%d", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), counter)
+  end
   local body = '{"subscription":"projects/bench/subscriptions/wrk","message":{"data":"' .. data ..
-    '","messageId":"' .. prefix .. counter .. '","publishTime":"2024-01-01T10:00:00Z"}}'
+    '","messageId":"' .. id .. '","publishTime":"2024-01-01T10:00:00Z"}}'
   return wrk.format(nil, nil, nil, body)
 end
 

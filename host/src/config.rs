@@ -258,6 +258,10 @@ mod tests {
         assert_eq!(err.to_string(), "invalid config: sink.max_queued_rows (5) must be at least sink.max_rows (10)");
         let c = Config::parse("[guest]\nrequest_timeout_ms = 1000\n").expect("parses");
         assert!(c.validate().expect_err("invalid").to_string().contains("sink.write_timeout_ms (8000)"));
+        let c = Config::parse("[sink]\nduckdb_memory_mib = 16\n").expect("parses");
+        assert!(
+            c.validate().expect_err("invalid").to_string().contains("sink.duckdb_memory_mib (16) must be at least 64")
+        );
     }
 
     #[test]

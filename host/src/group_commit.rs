@@ -47,6 +47,13 @@ pub struct SinkConfig {
     /// Embedded warehouse: rows acked but not yet loaded into DuckDB, at most (held in memory for the
     /// loader). Beyond it writes are answered 503 until the loader catches up.
     pub max_unloaded_rows: usize,
+    /// Embedded warehouse: DuckDB's memory limit in MiB (its buffer pool: the table blocks it caches,
+    /// the parts of the dedup key index a load touches, query operators, which spill to disk beyond
+    /// it). Without it DuckDB caches every block it writes, up to 80% of the machine's RAM.
+    pub duckdb_memory_mib: usize,
+    /// Embedded warehouse: the page cache of the dedup key store (every insert id stored, on disk), in
+    /// MiB.
+    pub dedup_cache_mib: usize,
 }
 
 impl Default for SinkConfig {
@@ -61,9 +68,14 @@ impl Default for SinkConfig {
             write_timeout_ms: 8_000,
             load_interval_ms: 100,
             max_unloaded_rows: 200_000,
+            duckdb_memory_mib: 256,
+            dedup_cache_mib: 64,
         }
     }
 }
+
+/// The smallest DuckDB memory limit the embedded warehouse accepts.
+const MIN_DUCKDB_MEMORY_MIB: usize = 64;
 
 impl SinkConfig {
     /// Checks the caps against each other.
@@ -89,6 +101,12 @@ impl SinkConfig {
                 self.max_unloaded_rows, self.max_rows
             ));
         }
+        if self.duckdb_memory_mib < MIN_DUCKDB_MEMORY_MIB {
+            return Err(format!(
+                "sink.duckdb_memory_mib ({}) must be at least {MIN_DUCKDB_MEMORY_MIB}: a load and the dashboard's queries need room",
+                self.duckdb_memory_mib
+            ));
+        }
         if self.max_queued_mib.saturating_mul(1 << 20) < self.max_bytes {
             return Err(format!(
                 "sink.max_queued_mib ({}) must hold at least sink.max_bytes ({} bytes)",
@@ -108,6 +126,8 @@ impl SinkConfig {
         crate::warehouse::embedded::LoadConfig {
             interval: Duration::from_millis(self.load_interval_ms),
             max_unloaded_rows: self.max_unloaded_rows,
+            memory_limit_mib: self.duckdb_memory_mib,
+            dedup_cache_mib: self.dedup_cache_mib,
         }
     }
 

@@ -129,7 +129,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sql { query, format, admin, data } => runtime.block_on(cli::sql::run(&query, format, admin, data)),
         Command::Bigquery { action, config } => runtime.block_on(bigquery(action, config)),
-        Command::Load { what: LoadKind::History { rows, data }, .. } => cli::demo::backfill(&data, rows),
+        Command::Load { what: LoadKind::History { rows, data }, .. } => {
+            cli::demo::backfill(&data, rows, tributary::group_commit::SinkConfig::default().duckdb_memory_mib)
+        }
         Command::Load { what: LoadKind::Products { file, concurrency }, host } => runtime.block_on(async {
             let report = cli::load::products(host, &file, concurrency).await?;
             println!("{report}");

@@ -50,8 +50,8 @@ struct User {
 
 pub async fn run(cfg: Config, options: DemoOptions) -> anyhow::Result<()> {
     if options.history_rows > 0 && cfg.sink.backend == tributary::warehouse::Backend::Embedded {
-        let (dir, rows) = (cfg.data_dir.clone(), options.history_rows);
-        tokio::task::spawn_blocking(move || backfill(&dir, rows)).await??;
+        let (dir, rows, memory) = (cfg.data_dir.clone(), options.history_rows, cfg.sink.duckdb_memory_mib);
+        tokio::task::spawn_blocking(move || backfill(&dir, rows, memory)).await??;
     }
     cfg.validate()?;
     let host = tributary::start(&cfg, tributary::Mode::Wasm).await?;
@@ -189,8 +189,9 @@ fn web_event(rng: &mut fastrand::Rng, u: usize, user: &mut User, now: chrono::Da
 
 /// Inserts `rows` older events into `streaming_events` (spread over the 10 days before the last
 /// hour), a million per statement, with a progress bar.
-pub fn backfill(dir: &std::path::Path, rows: u64) -> anyhow::Result<()> {
-    let db = tributary::warehouse::duckdb::DuckDb::open(dir).context("opening the embedded warehouse")?;
+pub fn backfill(dir: &std::path::Path, rows: u64, memory_limit_mib: usize) -> anyhow::Result<()> {
+    let db =
+        tributary::warehouse::duckdb::DuckDb::open(dir, memory_limit_mib).context("opening the embedded warehouse")?;
     let conn = db.reader()?;
     let bar = indicatif::ProgressBar::new(rows).with_style(
         indicatif::ProgressStyle::with_template(

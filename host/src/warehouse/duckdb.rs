@@ -1,9 +1,16 @@
 //! The embedded warehouse: one DuckDB file under the data dir. DuckDB runs the seed's analytics SQL
 //! (window functions, JSON extraction, STDDEV, COUNT DISTINCT, timestamp truncation) in-process.
 //!
-//! Exact dedup: `_insert_id` is each table's primary key and every insert is `ON CONFLICT DO NOTHING`,
-//! so a redelivered message never makes a second row, also across restarts. Keyed tables (upserts) use
-//! the same key with `ON CONFLICT DO UPDATE ... WHERE` the incoming version is not older. DuckDB allows one writing
+//! Exact dedup on `_insert_id`, two ways:
+//! - the file-backed warehouse ([`DuckDb::open`]) stores append-only rows as they come (no primary
+//!   key): its caller, [`super::embedded`], has already dropped the duplicates with the dedup key store
+//!   ([`super::dedup`]). DuckDB plans `ON CONFLICT` as a hash join against the whole table, so a load
+//!   would cost more with every row stored.
+//! - the in-memory warehouse of unit tests and tools makes `_insert_id` each table's primary key and
+//!   inserts `ON CONFLICT DO NOTHING`.
+//!
+//! Keyed tables (upserts: one row per key, as many rows as keys, not as events) always have the primary
+//! key and insert `ON CONFLICT DO UPDATE ... WHERE` the incoming version is not older. DuckDB allows one writing
 //! process per file, so other readers go through the host's admin `/query` route.
 
 use std::collections::HashSet;
@@ -28,30 +35,47 @@ pub struct DuckDb {
     conn: Connection,
     tables: &'static [TableSchema],
     /// Per table, in `tables` order: the staging table rows are appended to, the statement that
-    /// moves them into the table (skipping insert ids it already has), and the one that empties it.
+    /// moves them into the table (skipping insert ids it already has, where the table dedups), and
+    /// the one that empties it.
     staging: Vec<Staging>,
 }
 
+/// Who drops an append-only row whose insert id a table already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedup {
+    /// DuckDB: `_insert_id` is the primary key, inserts are `ON CONFLICT DO NOTHING`.
+    PrimaryKey,
+    /// The caller, before [`DuckDb::load`]: rows are inserted as they come.
+    Caller,
+}
+
 impl DuckDb {
-    /// Opens (or creates) `dir/warehouse.duckdb` and creates the built-in tables.
-    pub fn open(dir: &Path) -> Result<Self, WarehouseError> {
+    /// Opens (or creates) `dir/warehouse.duckdb` with DuckDB's memory limited to `memory_limit_mib`
+    /// (its buffer pool; operators beyond it spill to `warehouse.duckdb.tmp`) and creates the
+    /// built-in tables.
+    pub fn open(dir: &Path, memory_limit_mib: usize) -> Result<Self, WarehouseError> {
         std::fs::create_dir_all(dir).map_err(|e| WarehouseError::Write(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join("warehouse.duckdb");
-        let conn =
-            Connection::open(&path).map_err(|e| WarehouseError::Write(format!("opening {}: {e}", path.display())))?;
-        Self::with_connection(conn)
+        let config = duckdb::Config::default()
+            .max_memory(&format!("{memory_limit_mib}MiB"))
+            .map_err(|e| WarehouseError::Write(format!("DuckDB memory limit: {e}")))?;
+        let conn = Connection::open_with_flags(&path, config)
+            .map_err(|e| WarehouseError::Write(format!("opening {}: {e}", path.display())))?;
+        Self::with_connection(conn, Dedup::Caller)
     }
 
     /// An in-memory warehouse (tests).
     pub fn in_memory() -> Result<Self, WarehouseError> {
-        Self::with_connection(Connection::open_in_memory().map_err(db_error)?)
+        Self::with_connection(Connection::open_in_memory().map_err(db_error)?, Dedup::PrimaryKey)
     }
 
-    fn with_connection(conn: Connection) -> Result<Self, WarehouseError> {
+    fn with_connection(conn: Connection, dedup: Dedup) -> Result<Self, WarehouseError> {
         let tables = schema::builtin();
         let mut staging = Vec::with_capacity(tables.len());
         for t in tables {
-            conn.execute_batch(&create_table(t)).map_err(db_error)?;
+            // A table created by an earlier version keeps its primary key (inserts check it, which
+            // costs a key lookup, not a scan).
+            conn.execute_batch(&create_table(t, dedup)).map_err(db_error)?;
             // A data dir from an earlier version gets the NULLABLE columns added since (at the end of
             // the table: every statement below names its columns).
             for c in t.columns.iter().filter(|c| !c.required) {
@@ -75,6 +99,10 @@ impl DuckDb {
             ))
             .map_err(db_error)?;
             let mv = match t.keyed {
+                None if dedup == Dedup::Caller => format!(
+                    "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\"",
+                    t.name
+                ),
                 None => format!(
                     "INSERT INTO \"{}\" ({columns}, _insert_id, _inserted_at) SELECT {columns}, _insert_id, _inserted_at FROM \"{stage}\" \
                      ON CONFLICT (_insert_id) DO NOTHING",
@@ -125,6 +153,16 @@ pub struct Staged {
     /// Index into [`schema::builtin`].
     pub table: usize,
     pub values: Vec<Value>,
+}
+
+impl Staged {
+    /// The row's insert id (the next-to-last value, as [`stage`] puts it).
+    pub fn insert_id(&self) -> &str {
+        match self.values.len().checked_sub(2).and_then(|i| self.values.get(i)) {
+            Some(Value::Text(id)) => id,
+            _ => "",
+        }
+    }
 }
 
 /// Checks `rows` against their tables: the refused ones go in the report; of the others, an
@@ -207,6 +245,28 @@ impl DuckDb {
         Ok((inserted, duplicates))
     }
 
+    /// Calls `each` with every insert id stored in the append-only table `table`, a chunk at a time.
+    pub fn stored_insert_ids(
+        &self,
+        table: &str,
+        mut each: impl FnMut(&[String]) -> Result<(), WarehouseError>,
+    ) -> Result<u64, WarehouseError> {
+        const CHUNK: usize = 100_000;
+        let mut stmt = self.conn.prepare(&format!("SELECT _insert_id FROM \"{table}\"")).map_err(db_error)?;
+        let mut rows = stmt.query([]).map_err(db_error)?;
+        let (mut chunk, mut total) = (Vec::with_capacity(CHUNK), 0_u64);
+        while let Some(row) = rows.next().map_err(db_error)? {
+            chunk.push(row.get::<_, String>(0).map_err(db_error)?);
+            if chunk.len() == CHUNK {
+                each(&chunk)?;
+                total += CHUNK as u64;
+                chunk.clear();
+            }
+        }
+        each(&chunk)?;
+        Ok(total + chunk.len() as u64)
+    }
+
     /// The loader's checkpoint (0 when nothing was ever loaded from the log).
     pub fn loaded_seq(&self) -> Result<u64, WarehouseError> {
         let seq: Option<u64> = self
@@ -232,16 +292,19 @@ impl Warehouse for DuckDb {
     }
 }
 
-pub(crate) fn create_table(t: &TableSchema) -> String {
+/// The `CREATE TABLE` of `t`: `_insert_id` is the primary key of keyed tables, and of append-only ones
+/// where DuckDB dedups.
+pub(crate) fn create_table(t: &TableSchema, dedup: Dedup) -> String {
     let columns: Vec<String> = t
         .columns
         .iter()
         .map(|c| format!("\"{}\" {}{}", c.name, c.ty.duckdb(), if c.required { " NOT NULL" } else { "" }))
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS \"{}\" ({}, _insert_id VARCHAR PRIMARY KEY, _inserted_at TIMESTAMP NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS \"{}\" ({}, _insert_id VARCHAR{} NOT NULL, _inserted_at TIMESTAMP NOT NULL)",
         t.name,
-        columns.join(", ")
+        columns.join(", "),
+        if t.keyed.is_some() || dedup == Dedup::PrimaryKey { " PRIMARY KEY" } else { "" }
     )
 }
 
@@ -280,6 +343,18 @@ mod tests {
 
     fn count(db: &DuckDb, sql: &str) -> i64 {
         db.conn.query_row(sql, [], |r| r.get(0)).expect("query")
+    }
+
+    #[test]
+    fn the_file_backed_warehouse_keeps_to_its_memory_limit() {
+        let dir = std::env::temp_dir().join(format!("tributary-duckdb-limit-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = DuckDb::open(&dir, 96).expect("open");
+        let limit: String =
+            db.conn.query_row("SELECT current_setting('memory_limit')", [], |r| r.get(0)).expect("setting");
+        assert_eq!(limit, "96.0 MiB");
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -362,7 +437,7 @@ mod tests {
              INSERT INTO dead_letter VALUES ('old', NULL, NULL, NULL, '{}', '', NULL, 'decode', 'x', NULL, now(), 'old', now())",
         )
         .expect("old table");
-        let mut db = DuckDb::with_connection(conn).expect("migrates");
+        let mut db = DuckDb::with_connection(conn, Dedup::PrimaryKey).expect("migrates");
         let row = Row {
             table: "dead_letter".into(),
             insert_id: "new".into(),

@@ -1,9 +1,10 @@
 //! The embedded warehouse as the group commit sees it: a flush is checked against the schema,
 //! appended to the ingest log ([`super::ingest_log`]) and made durable with one `fdatasync`, and its
 //! pushes are acked; a loader thread moves the logged rows into DuckDB in large batches (one
-//! transaction every `sink.load_interval_ms`, exact dedup on insert id as before) and records how far
-//! it got in the same transaction. After a crash, the log's records past that checkpoint are loaded
-//! again at start (dedup makes that idempotent).
+//! transaction every `sink.load_interval_ms`) and records how far it got in the same transaction.
+//! Before each load it drops the append-only rows whose insert id was stored before, with the dedup
+//! key store ([`super::dedup`]): exact dedup, also across restarts. After a crash, the log's records
+//! past that checkpoint are loaded again at start (dedup makes that idempotent).
 //!
 //! Why: a DuckDB commit costs ~10 ms whatever its size (planning, appenders, index maintenance, WAL),
 //! while an `fdatasync` costs ~0.3 ms. Acking from the log makes a flush cost what the disk needs, and
@@ -19,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use tributary_model::Row;
 
+use super::dedup::DedupKeys;
 use super::duckdb::{DuckDb, Staged, stage};
 use super::ingest_log::{IngestLog, LogRow};
+use super::schema;
 use super::{Warehouse, WarehouseError, WriteReport};
 use crate::metrics::Metrics;
 
@@ -32,6 +35,10 @@ const LOAD_EARLY_ROWS: usize = 50_000;
 pub struct LoadConfig {
     pub interval: Duration,
     pub max_unloaded_rows: usize,
+    /// DuckDB's memory limit.
+    pub memory_limit_mib: usize,
+    /// The dedup key store's page cache.
+    pub dedup_cache_mib: usize,
 }
 
 /// The embedded warehouse: ingest log in front, DuckDB behind.
@@ -98,7 +105,10 @@ impl Embedded {
     /// Opens DuckDB and the log under `dir`, queues the log's records past the checkpoint for loading
     /// and starts the loader.
     pub fn open(dir: &std::path::Path, config: LoadConfig, metrics: Arc<Metrics>) -> Result<Self, WarehouseError> {
-        let db = DuckDb::open(dir)?;
+        let db = DuckDb::open(dir, config.memory_limit_mib)?;
+        let keys = DedupKeys::open(&dir.join("dedup-keys.redb"), config.dedup_cache_mib << 20)
+            .map_err(|e| WarehouseError::Write(e.to_string()))?;
+        import_keys(&db, &keys)?;
         let loaded_seq = db.loaded_seq()?;
         let log_dir = dir.join("ingest-log");
         let recovered = IngestLog::open(&log_dir, loaded_seq).map_err(|e| WarehouseError::Write(e.to_string()))?;
@@ -134,7 +144,7 @@ impl Embedded {
             let (shared, metrics) = (Arc::clone(&shared), Arc::clone(&metrics));
             std::thread::Builder::new()
                 .name("warehouse-loader".into())
-                .spawn(move || load_loop(db, &shared, config.interval, &metrics))
+                .spawn(move || load_loop(&mut Loader { db, keys, loaded_seq }, &shared, config.interval, &metrics))
                 .map_err(|e| WarehouseError::Write(format!("starting the loader: {e}")))?
         };
         Ok(Self { log, shared, loader: Some(loader), max_unloaded_rows: config.max_unloaded_rows, readers, metrics })
@@ -201,8 +211,68 @@ impl Drop for Embedded {
     }
 }
 
+/// Fills a key store that has not seen the rows stored before it existed (a data dir from a version
+/// that deduped with DuckDB's primary key, or a lost key file) with their insert ids.
+fn import_keys(db: &DuckDb, keys: &DedupKeys) -> Result<(), WarehouseError> {
+    let failed = |e: super::dedup::DedupError| WarehouseError::Write(e.to_string());
+    if keys.imported().map_err(failed)? {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut imported = 0;
+    for table in schema::builtin().iter().filter(|t| t.keyed.is_none()) {
+        imported += db.stored_insert_ids(table.name, |ids| {
+            keys.import(ids.iter().map(|id| (table.name, id.as_str())), false).map_err(failed)
+        })?;
+    }
+    keys.import([], true).map_err(failed)?;
+    if imported > 0 {
+        tracing::info!(
+            keys = imported,
+            seconds = started.elapsed().as_secs(),
+            "dedup keys: imported the insert ids already stored"
+        );
+    }
+    Ok(())
+}
+
+/// The loader's side of the warehouse.
+struct Loader {
+    db: DuckDb,
+    keys: DedupKeys,
+    /// The last ingest-log record whose rows are in the tables (DuckDB's checkpoint).
+    loaded_seq: u64,
+}
+
+impl Loader {
+    /// Drops the append-only rows whose insert id is stored already (claiming the others for this load)
+    /// and loads what is left, with `seq` as the checkpoint. Returns the rows inserted and skipped, and
+    /// on failure the rows to load again.
+    fn load(&mut self, rows: Vec<Staged>, seq: u64) -> Result<(usize, usize), (WarehouseError, Vec<Staged>)> {
+        let tables = schema::builtin();
+        let append_only = |r: &Staged| tables[r.table].keyed.is_none();
+        let claims = rows.iter().filter(|r| append_only(r)).map(|r| (tables[r.table].name, r.insert_id()));
+        let fresh = match self.keys.claim(claims, seq, self.loaded_seq) {
+            Ok(fresh) => fresh,
+            Err(e) => return Err((WarehouseError::Write(e.to_string()), rows)),
+        };
+        let mut fresh = fresh.into_iter();
+        let total = rows.len();
+        let rows: Vec<Staged> = rows.into_iter().filter(|r| !append_only(r) || fresh.next().unwrap_or(true)).collect();
+        let dropped = total - rows.len();
+        match self.db.load(&rows, Some(seq)) {
+            Ok((inserted, duplicates)) => {
+                self.loaded_seq = seq;
+                Ok((inserted, duplicates + dropped))
+            }
+            // The duplicates dropped stay dropped; the claims of the rest are taken again next time.
+            Err(e) => Err((e, rows)),
+        }
+    }
+}
+
 /// Waits for rows, lets them gather for up to `interval` since the last load began, loads them.
-fn load_loop(mut db: DuckDb, shared: &Shared, interval: Duration, metrics: &Metrics) {
+fn load_loop(loader: &mut Loader, shared: &Shared, interval: Duration, metrics: &Metrics) {
     let mut last = Instant::now();
     let mut failures = 0_u32;
     loop {
@@ -223,20 +293,21 @@ fn load_loop(mut db: DuckDb, shared: &Shared, interval: Duration, metrics: &Metr
             (std::mem::take(&mut b.rows), b.logged_seq)
         };
         last = Instant::now();
-        match db.load(&rows, Some(seq)) {
+        let count = rows.len();
+        match loader.load(rows, seq) {
             Ok((inserted, duplicates)) => {
                 failures = 0;
                 metrics.load_seconds.observe(last.elapsed().as_secs_f64());
                 #[expect(clippy::cast_precision_loss, reason = "a histogram of batch sizes")]
-                metrics.load_rows.observe(rows.len() as f64);
+                metrics.load_rows.observe(count as f64);
                 metrics.rows_duplicate.inc_by(duplicates as u64);
-                tracing::trace!(rows = rows.len(), inserted, duplicates, seq, "loaded");
+                tracing::trace!(rows = count, inserted, duplicates, seq, "loaded");
                 let mut b = shared.lock();
                 b.loaded_seq = seq;
                 metrics.unloaded_rows.set(i64::try_from(b.rows.len()).unwrap_or(i64::MAX));
                 shared.loaded.notify_all();
             }
-            Err(e) => {
+            Err((e, rows)) => {
                 failures += 1;
                 let wait = Duration::from_millis(100 * 2_u64.pow(failures.min(6)));
                 tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = wait.as_millis(), "loading logged rows into DuckDB failed; they stay logged");
@@ -278,7 +349,12 @@ mod tests {
         dir
     }
 
-    const CONFIG: LoadConfig = LoadConfig { interval: Duration::from_millis(20), max_unloaded_rows: 1_000 };
+    const CONFIG: LoadConfig = LoadConfig {
+        interval: Duration::from_millis(20),
+        max_unloaded_rows: 1_000,
+        memory_limit_mib: 64,
+        dedup_cache_mib: 4,
+    };
 
     #[test]
     fn acked_rows_are_loaded_once_and_readers_can_wait_for_them() {
@@ -307,23 +383,63 @@ mod tests {
             w.log
                 .append(0, &[LogRow { table: "streaming_events", insert_id: "2", json: &event("2").json }])
                 .expect("log");
+            w.log
+                .append(0, &[LogRow { table: "streaming_events", insert_id: "4", json: &event("4").json }])
+                .expect("log");
             // Skip Drop's final load, as a crash would.
             w.shared.lock().closing = true;
             w.shared.work.notify_one();
             if let Some(l) = w.loader.take() {
                 l.join().expect("loader");
             }
+            // "4" as a load leaves it when it dies between claiming its keys and its DuckDB commit.
+            let keys = DedupKeys::open(&dir.join("dedup-keys.redb"), 1 << 20).expect("keys");
+            assert_eq!(keys.claim([("streaming_events", "4")], 1_000, 1).expect("claim"), [true]);
             // The reader's database handle goes too; the log's file handle is left open, like a crash.
             drop(std::mem::replace(&mut w.readers, duckdb::Connection::open_in_memory().expect("memory")));
             std::mem::forget(w);
         }
         let w = Embedded::open(&dir, CONFIG, Metrics::new()).expect("reopen");
         assert!(w.watermark().wait_loaded(Duration::from_secs(5)));
-        assert_eq!(count(&w.reader().expect("reader")), 3);
+        assert_eq!(count(&w.reader().expect("reader")), 4);
         drop(w);
         // Everything loaded: a third start replays nothing.
-        let w = Embedded::open(&dir, CONFIG, Metrics::new()).expect("reopen");
+        let mut w = Embedded::open(&dir, CONFIG, Metrics::new()).expect("reopen");
         assert_eq!(w.shared.lock().rows.len(), 0);
+        assert_eq!(count(&w.reader().expect("reader")), 4);
+        // And the keys stay known: redeliveries after the restart are duplicates.
+        let report = w.write(&[event("1"), event("4"), event("5")]).expect("write");
+        assert_eq!(report.inserted, 3, "the log takes them; the loader drops the duplicates");
+        assert!(w.watermark().wait_loaded(Duration::from_secs(5)));
+        assert_eq!(count(&w.reader().expect("reader")), 5);
+    }
+
+    #[test]
+    fn rows_stored_before_the_key_store_existed_are_known_to_it() {
+        let dir = temp("import");
+        {
+            // A data dir of a version that deduped with DuckDB's primary key.
+            std::fs::create_dir_all(&dir).expect("dir");
+            let conn = duckdb::Connection::open(dir.join("warehouse.duckdb")).expect("old db");
+            let events = schema::find("streaming_events").expect("table");
+            conn.execute_batch(&super::super::duckdb::create_table(events, super::super::duckdb::Dedup::PrimaryKey))
+                .expect("old table");
+            conn.execute(
+                "INSERT INTO streaming_events (event_id, event_type, \"timestamp\", _insert_id, _inserted_at) VALUES ('old', 't', now(), 'old', now())",
+                [],
+            )
+            .expect("old row");
+        }
+        let mut w = Embedded::open(&dir, CONFIG, Metrics::new()).expect("open");
+        w.write(&[event("old"), event("new")]).expect("write");
+        assert!(w.watermark().wait_loaded(Duration::from_secs(5)));
+        assert_eq!(count(&w.reader().expect("reader")), 2, "the old row's redelivery is a duplicate");
+        drop(w);
+        // A lost key file is rebuilt from the tables the same way.
+        std::fs::remove_file(dir.join("dedup-keys.redb")).expect("remove");
+        let mut w = Embedded::open(&dir, CONFIG, Metrics::new()).expect("reopen");
+        w.write(&[event("old"), event("new"), event("newer")]).expect("write");
+        assert!(w.watermark().wait_loaded(Duration::from_secs(5)));
         assert_eq!(count(&w.reader().expect("reader")), 3);
     }
 
@@ -332,7 +448,7 @@ mod tests {
         let dir = temp("behind");
         let mut w = Embedded::open(
             &dir,
-            LoadConfig { interval: Duration::from_secs(3600), max_unloaded_rows: 2 },
+            LoadConfig { interval: Duration::from_secs(3600), max_unloaded_rows: 2, ..CONFIG },
             Metrics::new(),
         )
         .expect("open");

@@ -2,6 +2,7 @@
 //! the embedded DuckDB one ([`duckdb`]) or BigQuery ([`bigquery`]: insertAll or the Storage Write API).
 
 pub mod bigquery;
+pub mod dedup;
 pub mod duckdb;
 pub mod embedded;
 pub mod ingest_log;

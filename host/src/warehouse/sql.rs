@@ -104,7 +104,8 @@ mod tests {
     fn every_shipped_view_is_created_by_duckdb_and_answers() {
         let conn = duckdb::Connection::open_in_memory().expect("open");
         for t in crate::warehouse::schema::builtin() {
-            conn.execute_batch(&crate::warehouse::duckdb::create_table(t)).expect("table");
+            conn.execute_batch(&crate::warehouse::duckdb::create_table(t, crate::warehouse::duckdb::Dedup::PrimaryKey))
+                .expect("table");
         }
         for (name, sql) in VIEWS {
             let rendered = render_duckdb(sql);
