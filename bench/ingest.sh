@@ -64,15 +64,18 @@ run() { # NAME BIN SIZE TEMPLATE_DIR
 }
 
 for size in $sizes; do
-  template="$scratch/template-$size"
-  if [[ $size -gt 0 ]]; then
-    echo "== prefilling $size rows ($(date +%H:%M:%S))"
-    "$new" load history "$size" --data "$template" 2>&1 | tail -1
-  fi
   echo "== table size $size ($(date +%H:%M:%S))"
-  run base "$base" "$size" "$template"
-  run new "$new" "$size" "$template"
-  rm -rf "$template"
+  for name in base new; do
+    # Each binary prefills its own data dir: their table layouts may differ.
+    bin=$base; [[ $name == new ]] && bin=$new
+    template="$scratch/template-$name-$size"
+    if [[ $size -gt 0 ]]; then
+      echo "   $name: prefilling $size rows ($(date +%H:%M:%S))"
+      "$bin" load history "$size" --data "$template" 2>&1 | tail -1
+    fi
+    run "$name" "$bin" "$size" "$template"
+    rm -rf "$template"
+  done
 done
 
 echo

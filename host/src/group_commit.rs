@@ -54,6 +54,11 @@ pub struct SinkConfig {
     /// Embedded warehouse: the page cache of the dedup key store (every insert id stored, on disk), in
     /// MiB.
     pub dedup_cache_mib: usize,
+    /// Embedded warehouse: a redelivery is dropped if its first copy came at most this many days
+    /// before (keys older than that are swept from the key store). Pub/Sub redelivers for as long as a
+    /// subscription retains a message, 7 days at most; raise it if you seek further back. 0 keeps
+    /// every key for ever.
+    pub dedup_window_days: u32,
 }
 
 impl Default for SinkConfig {
@@ -70,6 +75,7 @@ impl Default for SinkConfig {
             max_unloaded_rows: 200_000,
             duckdb_memory_mib: 256,
             dedup_cache_mib: 64,
+            dedup_window_days: 7,
         }
     }
 }
@@ -128,6 +134,7 @@ impl SinkConfig {
             max_unloaded_rows: self.max_unloaded_rows,
             memory_limit_mib: self.duckdb_memory_mib,
             dedup_cache_mib: self.dedup_cache_mib,
+            dedup_window_days: self.dedup_window_days,
         }
     }
 

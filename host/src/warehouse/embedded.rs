@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tributary_model::Row;
 
-use super::dedup::DedupKeys;
+use super::dedup::{self, DedupKeys};
 use super::duckdb::{DuckDb, Staged, stage};
 use super::ingest_log::{IngestLog, LogRow};
 use super::schema;
@@ -39,6 +39,8 @@ pub struct LoadConfig {
     pub memory_limit_mib: usize,
     /// The dedup key store's page cache.
     pub dedup_cache_mib: usize,
+    /// How long the dedup key store keeps a key, in days (0: for ever).
+    pub dedup_window_days: u32,
 }
 
 /// The embedded warehouse: ingest log in front, DuckDB behind.
@@ -106,8 +108,9 @@ impl Embedded {
     /// and starts the loader.
     pub fn open(dir: &std::path::Path, config: LoadConfig, metrics: Arc<Metrics>) -> Result<Self, WarehouseError> {
         let db = DuckDb::open(dir, config.memory_limit_mib)?;
-        let keys = DedupKeys::open(&dir.join("dedup-keys.redb"), config.dedup_cache_mib << 20)
-            .map_err(|e| WarehouseError::Write(e.to_string()))?;
+        let keys =
+            DedupKeys::open(&dir.join("dedup-keys.redb"), config.dedup_cache_mib << 20, config.dedup_window_days)
+                .map_err(|e| WarehouseError::Write(e.to_string()))?;
         import_keys(&db, &keys)?;
         let loaded_seq = db.loaded_seq()?;
         let log_dir = dir.join("ingest-log");
@@ -218,14 +221,14 @@ fn import_keys(db: &DuckDb, keys: &DedupKeys) -> Result<(), WarehouseError> {
     if keys.imported().map_err(failed)? {
         return Ok(());
     }
-    let started = Instant::now();
+    let (started, today) = (Instant::now(), dedup::today());
     let mut imported = 0;
     for table in schema::builtin().iter().filter(|t| t.keyed.is_none()) {
         imported += db.stored_insert_ids(table.name, |ids| {
-            keys.import(ids.iter().map(|id| (table.name, id.as_str())), false).map_err(failed)
+            keys.import(ids.iter().map(|id| (table.name, id.as_str())), today, false).map_err(failed)
         })?;
     }
-    keys.import([], true).map_err(failed)?;
+    keys.import([], today, true).map_err(failed)?;
     if imported > 0 {
         tracing::info!(
             keys = imported,
@@ -252,7 +255,7 @@ impl Loader {
         let tables = schema::builtin();
         let append_only = |r: &Staged| tables[r.table].keyed.is_none();
         let claims = rows.iter().filter(|r| append_only(r)).map(|r| (tables[r.table].name, r.insert_id()));
-        let fresh = match self.keys.claim(claims, seq, self.loaded_seq) {
+        let fresh = match self.keys.claim(claims, seq, self.loaded_seq, dedup::today()) {
             Ok(fresh) => fresh,
             Err(e) => return Err((WarehouseError::Write(e.to_string()), rows)),
         };
@@ -354,6 +357,7 @@ mod tests {
         max_unloaded_rows: 1_000,
         memory_limit_mib: 64,
         dedup_cache_mib: 4,
+        dedup_window_days: 7,
     };
 
     #[test]
@@ -393,8 +397,8 @@ mod tests {
                 l.join().expect("loader");
             }
             // "4" as a load leaves it when it dies between claiming its keys and its DuckDB commit.
-            let keys = DedupKeys::open(&dir.join("dedup-keys.redb"), 1 << 20).expect("keys");
-            assert_eq!(keys.claim([("streaming_events", "4")], 1_000, 1).expect("claim"), [true]);
+            let mut keys = DedupKeys::open(&dir.join("dedup-keys.redb"), 1 << 20, 7).expect("keys");
+            assert_eq!(keys.claim([("streaming_events", "4")], 1_000, 1, dedup::today()).expect("claim"), [true]);
             // The reader's database handle goes too; the log's file handle is left open, like a crash.
             drop(std::mem::replace(&mut w.readers, duckdb::Connection::open_in_memory().expect("memory")));
             std::mem::forget(w);
