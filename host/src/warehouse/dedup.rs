@@ -163,7 +163,7 @@ impl DedupKeys {
     }
 
     /// How many keys are stored.
-    pub fn len(&self) -> Result<u64, DedupError> {
+    pub fn count(&self) -> Result<u64, DedupError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(KEYS)?.len()?)
     }
@@ -193,7 +193,7 @@ mod tests {
         );
         // Load 1 committed.
         assert_eq!(keys.claim([(E, "a"), (E, "c")], 2, 1, D).expect("claim"), [false, true]);
-        assert_eq!(keys.len().expect("len"), 4);
+        assert_eq!(keys.count().expect("count"), 4);
     }
 
     #[test]
@@ -233,12 +233,12 @@ mod tests {
         keys.claim([(E, "recent")], 2, 1, D + 3).expect("claim");
         // Seven days on, everything is kept (and still a duplicate).
         assert_eq!(keys.claim([(E, "old-0000"), (E, "recent")], 3, 2, D + 7).expect("claim"), [false, false]);
-        assert_eq!(keys.len().expect("len"), 1_501);
+        assert_eq!(keys.count().expect("count"), 1_501);
         // On day 8 the first day's keys expire, a sweep of at least 1,000 keys per load at a time.
         keys.claim([(E, "x")], 4, 3, D + 8).expect("claim");
-        assert_eq!(keys.len().expect("len"), 502, "the first 1,000 keys swept");
+        assert_eq!(keys.count().expect("count"), 502, "the first 1,000 keys swept");
         keys.claim([(E, "y")], 5, 4, D + 8).expect("claim");
-        assert_eq!(keys.len().expect("len"), 3, "the rest swept, the recent keys kept");
+        assert_eq!(keys.count().expect("count"), 3, "the rest swept, the recent keys kept");
         assert_eq!(
             keys.claim([(E, "old-0001"), (E, "recent"), (E, "x")], 6, 5, D + 8).expect("claim"),
             [true, false, false]
