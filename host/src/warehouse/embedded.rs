@@ -224,8 +224,19 @@ fn import_keys(db: &DuckDb, keys: &DedupKeys) -> Result<(), WarehouseError> {
     let (started, today) = (Instant::now(), dedup::today());
     let mut imported = 0;
     for table in schema::builtin().iter().filter(|t| t.keyed.is_none()) {
+        let mut so_far = 0_u64;
         imported += db.stored_insert_ids(table.name, |ids| {
-            keys.import(ids.iter().map(|id| (table.name, id.as_str())), today, false).map_err(failed)
+            keys.import(ids.iter().map(|id| (table.name, id.as_str())), today, false).map_err(failed)?;
+            let before = so_far;
+            so_far += ids.len() as u64;
+            if so_far / 1_000_000 > before / 1_000_000 {
+                tracing::info!(
+                    table = table.name,
+                    keys = so_far,
+                    "dedup keys: importing the insert ids already stored (once)"
+                );
+            }
+            Ok(())
         })?;
     }
     keys.import([], today, true).map_err(failed)?;
