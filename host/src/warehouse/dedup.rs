@@ -67,6 +67,34 @@ impl DedupKeys {
         Ok(Self { db, window_days, sweep_from: None })
     }
 
+    /// A key store in memory (tests).
+    pub fn in_memory(window_days: u32) -> Result<Self, DedupError> {
+        let db = Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?;
+        let txn = db.begin_write()?;
+        txn.open_table(KEYS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Self { db, window_days, sweep_from: None })
+    }
+
+    /// Records `keys` as stored on `today` (for a writer with no claims to take back: each key is
+    /// recorded once its row is stored), then sweeps a slice. Durable when it returns.
+    pub fn record<'a>(
+        &mut self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+        today: u32,
+    ) -> Result<(), DedupError> {
+        // Every claim counts as committed: a stored key stays as it is, a new one is dated today.
+        self.claim(keys, 0, u64::MAX, today).map(drop)
+    }
+
+    /// For each of `keys`, whether it is stored.
+    pub fn stored<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Vec<bool>, DedupError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEYS)?;
+        keys.into_iter().map(|key| Ok(table.get(key)?.is_some())).collect()
+    }
+
     /// Whether the keys of the rows stored before this file existed were imported.
     pub fn imported(&self) -> Result<bool, DedupError> {
         let txn = self.db.begin_read()?;
@@ -243,6 +271,15 @@ mod tests {
             keys.claim([(E, "old-0001"), (E, "recent"), (E, "x")], 6, 5, D + 8).expect("claim"),
             [true, false, false]
         );
+    }
+
+    #[test]
+    fn recorded_keys_are_stored_and_swept_like_claims() {
+        let mut keys = DedupKeys::in_memory(1).expect("open");
+        keys.record([(E, "a"), (E, "b")], D).expect("record");
+        assert_eq!(keys.stored([(E, "a"), (E, "c"), ("other", "a")]).expect("stored"), [true, false, false]);
+        keys.record([(E, "a"), (E, "c")], D + 2).expect("record");
+        assert_eq!(keys.stored([(E, "a"), (E, "b"), (E, "c")]).expect("stored"), [false, false, true]);
     }
 
     #[test]

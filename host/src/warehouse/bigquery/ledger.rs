@@ -5,6 +5,12 @@
 //! Why each part: offsets make a retried append idempotent (`ALREADY_EXISTS` = already written), the
 //! journal lets a restarted host finish an append whose outcome it never heard (same rows, same offset),
 //! and the insert-id set catches Pub/Sub redeliveries, which arrive as new appends at new offsets.
+//!
+//! The insert ids written live in a key store of their own ([`crate::warehouse::dedup`], a redb file
+//! `bigquery-written.redb` beside the ledger), kept for the retention: one lookup per id, memory bounded
+//! by its page cache. (In DuckDB, checking a batch was a join that scanned every id kept.) Ids are
+//! recorded (fsync'd) before the confirming transaction: a crash between the two leaves the journal,
+//! whose replay lands at the same offset and records the same ids again.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -17,6 +23,7 @@ use prost::Message as _;
 use prost_types::DescriptorProto;
 
 use super::error::BigQueryError;
+use crate::warehouse::dedup::DedupKeys;
 
 /// A batch journaled before its append.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,26 +37,61 @@ pub struct Journal {
 
 pub struct Ledger {
     conn: Connection,
+    written: DedupKeys,
+}
+
+/// The written ids' page cache.
+const WRITTEN_CACHE_BYTES: usize = 32 << 20;
+
+fn local(e: impl std::fmt::Display) -> BigQueryError {
+    BigQueryError::Local(e.to_string())
+}
+
+/// Whole days covering `retention` (at least one).
+fn window_days(retention: Duration) -> u32 {
+    u32::try_from(retention.as_secs().div_ceil(86_400).max(1)).unwrap_or(u32::MAX)
 }
 
 impl Ledger {
-    pub fn open(dir: &Path) -> Result<Self, BigQueryError> {
+    /// Opens the ledger under `dir`, keeping written ids for `retention`.
+    pub fn open(dir: &Path, retention: Duration) -> Result<Self, BigQueryError> {
         std::fs::create_dir_all(dir).map_err(|e| BigQueryError::Local(format!("creating {}: {e}", dir.display())))?;
-        Self::with(Connection::open(dir.join("bigquery-ledger.duckdb"))?)
+        let written = DedupKeys::open(&dir.join("bigquery-written.redb"), WRITTEN_CACHE_BYTES, window_days(retention))
+            .map_err(local)?;
+        Self::with(Connection::open(dir.join("bigquery-ledger.duckdb"))?, written)
     }
 
     pub fn in_memory() -> Result<Self, BigQueryError> {
-        Self::with(Connection::open_in_memory()?)
+        Self::with(Connection::open_in_memory()?, DedupKeys::in_memory(7).map_err(local)?)
     }
 
-    fn with(conn: Connection) -> Result<Self, BigQueryError> {
+    fn with(conn: Connection, written: DedupKeys) -> Result<Self, BigQueryError> {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS streams (table_name VARCHAR PRIMARY KEY, stream VARCHAR NOT NULL, next_offset BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS journal (table_name VARCHAR PRIMARY KEY, stream VARCHAR NOT NULL, start_offset BIGINT NOT NULL, descriptor VARCHAR NOT NULL, rows VARCHAR NOT NULL);
              CREATE TABLE IF NOT EXISTS written (table_name VARCHAR NOT NULL, insert_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL, PRIMARY KEY (table_name, insert_id));
              CREATE TEMP TABLE IF NOT EXISTS probe (insert_id VARCHAR);",
         )?;
-        Ok(Self { conn })
+        let ledger = Self { conn, written };
+        ledger.import_written()?;
+        Ok(ledger)
+    }
+
+    /// Moves the ids an earlier version kept in DuckDB's `written` table into the key store (once).
+    fn import_written(&self) -> Result<(), BigQueryError> {
+        if self.written.imported().map_err(local)? {
+            return Ok(());
+        }
+        let today = crate::warehouse::dedup::today();
+        let mut stmt = self.conn.prepare("SELECT table_name, insert_id FROM written")?;
+        let ids = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let ids = ids.collect::<Result<Vec<_>, _>>()?;
+        self.written.import(ids.iter().map(|(t, id)| (t.as_str(), id.as_str())), today, true).map_err(local)?;
+        self.conn.execute("DELETE FROM written", [])?;
+        if !ids.is_empty() {
+            tracing::info!(ids = ids.len(), "exactly-once ledger: written ids moved to bigquery-written.redb");
+        }
+        Ok(())
     }
 
     /// The table's write stream and its next offset.
@@ -111,18 +153,10 @@ impl Ledger {
 
     /// The journaled batch is in the table: remember its ids, move the offset past it, clear the journal.
     pub fn confirm(&mut self, table: &str, j: &Journal) -> Result<(), BigQueryError> {
+        self.written
+            .record(j.rows.iter().map(|(id, _)| (table, id.as_str())), crate::warehouse::dedup::today())
+            .map_err(local)?;
         let tx = self.conn.transaction()?;
-        {
-            let mut append = tx.appender("probe")?;
-            for (id, _) in &j.rows {
-                append.append_row([id.as_str()])?;
-            }
-        }
-        tx.execute(
-            "INSERT INTO written SELECT DISTINCT ?, insert_id, now() FROM probe ON CONFLICT DO NOTHING",
-            [table],
-        )?;
-        tx.execute("DELETE FROM probe", [])?;
         let next = j.offset + i64::try_from(j.rows.len()).unwrap_or(i64::MAX);
         tx.execute("UPDATE streams SET next_offset = ? WHERE table_name = ?", params![next, table])?;
         tx.execute("DELETE FROM journal WHERE table_name = ?", [table])?;
@@ -142,28 +176,14 @@ impl Ledger {
         table: &str,
         ids: impl Iterator<Item = &'a str>,
     ) -> Result<HashSet<String>, BigQueryError> {
-        let tx = self.conn.transaction()?;
-        {
-            let mut append = tx.appender("probe")?;
-            for id in ids {
-                append.append_row([id])?;
-            }
-        }
-        let found = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT DISTINCT p.insert_id FROM probe p JOIN written w ON w.table_name = ? AND w.insert_id = p.insert_id",
-            )?;
-            stmt.query_map([table], |r| r.get::<_, String>(0))?.collect::<Result<HashSet<_>, _>>()?
-        };
-        tx.execute("DELETE FROM probe", [])?;
-        tx.commit()?;
-        Ok(found)
+        let ids: Vec<&str> = ids.collect();
+        let stored = self.written.stored(ids.iter().map(|id| (table, *id))).map_err(local)?;
+        Ok(ids.into_iter().zip(stored).filter(|(_, s)| *s).map(|(id, _)| id.to_owned()).collect())
     }
 
-    /// Forgets insert ids older than `retention`.
-    pub fn prune(&self, retention: Duration) -> Result<usize, BigQueryError> {
-        let cutoff = chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(7));
-        Ok(self.conn.execute("DELETE FROM written WHERE written_at < ?", [cutoff.naive_utc()])?)
+    /// How many insert ids are kept (older ones are swept as batches are confirmed).
+    pub fn written_ids(&self) -> Result<u64, BigQueryError> {
+        self.written.count().map_err(local)
     }
 }
 
@@ -194,7 +214,34 @@ mod tests {
         let seen = l.already_written("t", ["b", "c"].into_iter()).expect("probe");
         assert_eq!(seen, HashSet::from(["b".to_owned()]));
         assert!(l.already_written("other", ["b"].into_iter()).expect("probe").is_empty());
-        assert_eq!(l.prune(Duration::from_secs(3600)).expect("prune"), 0);
+        assert_eq!(l.written_ids().expect("count"), 2);
+    }
+
+    #[test]
+    fn written_ids_of_an_earlier_version_are_moved_once() {
+        let dir = std::env::temp_dir().join(format!("tributary-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        {
+            let conn = Connection::open(dir.join("bigquery-ledger.duckdb")).expect("old ledger");
+            conn.execute_batch(
+                "CREATE TABLE written (table_name VARCHAR NOT NULL, insert_id VARCHAR NOT NULL, written_at TIMESTAMP NOT NULL, PRIMARY KEY (table_name, insert_id)); \
+                 INSERT INTO written VALUES ('t', 'old', now())",
+            )
+            .expect("old ids");
+        }
+        let mut l = Ledger::open(&dir, Duration::from_secs(7 * 86_400)).expect("open");
+        assert_eq!(
+            l.already_written("t", ["old", "new"].into_iter()).expect("probe"),
+            HashSet::from(["old".to_owned()])
+        );
+        drop(l);
+        let mut l = Ledger::open(&dir, Duration::from_secs(7 * 86_400)).expect("reopen");
+        assert_eq!(l.written_ids().expect("count"), 1);
+        assert_eq!(l.already_written("t", ["old"].into_iter()).expect("probe").len(), 1);
+        assert_eq!(window_days(Duration::from_secs(3600)), 1);
+        assert_eq!(window_days(Duration::from_secs(168 * 3600)), 7);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -54,7 +54,6 @@ pub struct StorageWrite {
     ledger: Option<Ledger>,
     max_bytes: usize,
     timeout: Duration,
-    retention: Duration,
     /// Per table, the encoder of its current schema (rebuilt only when the schema changes).
     encoders: HashMap<String, Arc<RowEncoder>>,
 }
@@ -72,8 +71,9 @@ impl StorageWrite {
         let client = BigQueryWriteClient::new(endpoint.connect_lazy())
             .max_encoding_message_size(16 << 20)
             .max_decoding_message_size(16 << 20);
+        let retention = Duration::from_secs(config.ledger_retention_hours.saturating_mul(3600));
         let ledger = match config.write_stream {
-            WriteStream::Committed => Some(Ledger::open(data_dir)?),
+            WriteStream::Committed => Some(Ledger::open(data_dir, retention)?),
             WriteStream::Default => None,
         };
         Ok(Self {
@@ -83,16 +83,15 @@ impl StorageWrite {
             ledger,
             max_bytes: config.append_max_bytes,
             timeout: config.request_timeout(),
-            retention: Duration::from_secs(config.ledger_retention_hours.saturating_mul(3600)),
             encoders: HashMap::new(),
         })
     }
 
-    /// Forgets old insert ids (called once at start).
+    /// Logs how many insert ids the ledger keeps (called once at start; ids older than the retention
+    /// are swept as batches are confirmed).
     pub fn prune(&self) -> Result<(), BigQueryError> {
         if let Some(ledger) = &self.ledger {
-            let n = ledger.prune(self.retention)?;
-            tracing::info!(forgotten = n, "exactly-once ledger pruned");
+            tracing::info!(ids = ledger.written_ids()?, "exactly-once ledger: insert ids kept");
         }
         Ok(())
     }
